@@ -1,0 +1,3 @@
+from crossdistill.cli import main
+
+raise SystemExit(main())
