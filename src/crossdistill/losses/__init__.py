@@ -1,0 +1,41 @@
+"""Pure loss functions on tensors: divergences, the teacher signal, sparse and chunked (fused) paths, objective.
+
+Every loss returns a SUM over target positions; :func:`combine_terms` divides by the global target count.
+Cross-tokenizer losses live in their own modules (``uld``, ``hybrid``, ``mlot``, ``cdm``, ``dskd``) and are imported
+from there.
+"""
+
+from crossdistill.losses.divergences import (
+    ALIASES,
+    DIVERGENCES,
+    adaptive_kl,
+    divergence,
+    divergence_from_logits,
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+    skew_kl,
+    skew_reverse_kl,
+    tvd,
+)
+from crossdistill.losses.objective import Objective, combine_terms, normalize
+from crossdistill.losses.signal import POLICIES, TeacherSignal
+
+__all__ = [
+    "ALIASES",
+    "DIVERGENCES",
+    "POLICIES",
+    "Objective",
+    "TeacherSignal",
+    "adaptive_kl",
+    "combine_terms",
+    "divergence",
+    "divergence_from_logits",
+    "forward_kl",
+    "generalized_jsd",
+    "normalize",
+    "reverse_kl",
+    "skew_kl",
+    "skew_reverse_kl",
+    "tvd",
+]

@@ -1,0 +1,385 @@
+"""ULD — Universal Logit Distillation (Boizard et al., arXiv 2402.12030; methods.md §5), positional and aligned.
+
+ULD compares the SORTED probability vectors of student and teacher (sorted-L1, the closed-form Wasserstein-1 under
+a uniform cost), so the two vocabularies need not match:  W1 = Σ_i |sort↓(s)_i − sort↓(t)_i|, the shorter vector
+zero-padded after sorting.
+
+* :func:`uld_positional` — the original: the k-th student answer token is compared with the k-th teacher answer
+  token, the longer answer truncated (official ``DistillationLoss.forward``, methods.md §5.2).
+* :func:`uld_aligned` — pairs groups of tokens that cover the same text (:mod:`crossdistill.align.spans`), multi-token
+  groups merged by the chain rule (:mod:`crossdistill.align.merge`).
+
+Both return term SUMS over compared positions / groups (divide by the global target count outside; contract 2) and
+carry no cross-entropy: the objective adds the student CE with weight 1 by default (contract 10: sorted objectives
+alone carry no token identity and can wreck a student).
+
+Top-k sorting and its error bound (performance.md A.6). With ``top_k=k`` only the k largest entries of each side are
+sorted. Let S_k, T_k be the student / teacher mass outside their top k (merged vectors are unnormalized, so "mass"
+is the vector's sum). The returned value is
+
+    W1_k = Σ_{i<k} |s_i − t_i| + |S_k − T_k|,
+
+and since the terms beyond k satisfy |S_k − T_k| ≤ Σ_{i≥k} |s_i − t_i| ≤ S_k + T_k:
+
+    W1_k ≤ W1_full ≤ W1_k + 2·min(S_k, T_k) ≤ W1_k + S_k + T_k.
+
+So top-k is a lower bound, exact when either tail is empty; ``ULDOutput.bound`` holds 2·min(S_k, T_k) per group (log
+it as a diagnostic). ``top_k=None`` sorts the full vocabularies (exact, O(V log V), for checking).
+
+A sparse :class:`~crossdistill.losses.signal.TeacherSignal` gives the teacher's top-k directly; its tail is T_k under
+policy ``"tail_bucket"`` and 0 under ``"renormalize"`` (kept entries renormalized). ``top_k=None`` then means "the
+signal's k". The probability of an actual teacher token outside the signal's ids, needed to merge multi-token groups,
+is the floor 1e-8 under ``renormalize`` and the upper bound min(tail mass, smallest kept probability) under
+``tail_bucket``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from crossdistill.align.merge import LOG_FLOOR, MergeStrategy, check_strategy, free_flags, group_log_scale
+from crossdistill.align.spans import BatchAlignment
+from crossdistill.losses.signal import TeacherSignal
+from crossdistill.positions import IGNORE_INDEX
+
+
+@dataclass
+class ULDOutput:
+    """Result of a ULD loss."""
+
+    loss: torch.Tensor
+    """Scalar: SUM of sorted-L1 over compared groups (or the official mean, ``reduction="official"``)."""
+    per_group: torch.Tensor
+    """``[G]`` sorted-L1 of every group (positional variant: every compared position)."""
+    bound: torch.Tensor | None
+    """``[G]`` top-k error bound 2·min(S_k, T_k) (``W1_full − W1_k`` lies in ``[0, bound]``); None for full sort."""
+    num_groups: int
+    """G."""
+
+
+# ---------------------------------------------------------------------------------------------------------- core
+
+
+def sorted_l1_full(ps: torch.Tensor, pt: torch.Tensor) -> torch.Tensor:
+    """Sorted-L1 of probability vectors, full sort, shorter side zero-padded. ``[M, V_s], [M, V_t] -> [M]``.
+
+    Reference-grade: used for checking and by the ``top_k=None`` path.
+    """
+    s = ps.sort(dim=-1, descending=True).values
+    t = pt.sort(dim=-1, descending=True).values
+    v = min(s.shape[-1], t.shape[-1])
+    out = (s[:, :v] - t[:, :v]).abs().sum(-1)
+    # Padding with zeros: the longer side's leftover entries count with their own (non-negative) value.
+    return out + s[:, v:].sum(-1) + t[:, v:].sum(-1)
+
+
+def sorted_l1_topk(s_top: torch.Tensor, s_tail: torch.Tensor, t_top: torch.Tensor,
+                   t_tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k sorted-L1 with the tail term, and the error bound (module docstring).
+
+    Args:
+        s_top: ``[M, k]`` student top probabilities, sorted descending. ``s_tail``: ``[M]`` mass outside them.
+        t_top: ``[M, k]`` teacher, same. ``t_tail``: ``[M]``.
+
+    Returns:
+        ``(value [M], bound [M])`` with ``value ≤ W1_full ≤ value + bound``.
+    """
+    s_tail = s_tail.clamp(min=0)
+    t_tail = t_tail.clamp(min=0)
+    value = (s_top - t_top).abs().sum(-1) + (s_tail - t_tail).abs()
+    return value, 2 * torch.minimum(s_tail, t_tail).detach()
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    """Compute in fp32 at least (bf16/fp16 logits are upcast; float64 stays float64 for reference checks)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _logsumexp_rows(z: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Row logsumexp in chunks of rows (bounds the [chunk, V] temporary)."""
+    if z.shape[0] <= chunk:
+        return torch.logsumexp(z, dim=-1)
+    return torch.cat([torch.logsumexp(z[i:i + chunk], dim=-1) for i in range(0, z.shape[0], chunk)])
+
+
+# ------------------------------------------------------------------------------------------------- sides (dense)
+
+
+@dataclass
+class _Side:
+    """One side's merged rows in a lazily evaluated form: p(v) = exp(z(v) / T − c) for the free row."""
+
+    logits: torch.Tensor | None  # [N, V] raw logits (dense)
+    signal: TeacherSignal | None  # sparse alternative
+    temperature: float
+    free: torch.Tensor  # [G] free row per group
+    log_norm: torch.Tensor  # [G] c = lse(free row) − log scale
+
+    def dense_rows(self, idx: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        z = _up(self.logits[self.free[idx]]) / self.temperature
+        return z, self.log_norm[idx]
+
+
+def _prepare_dense(logits: torch.Tensor, targets: torch.Tensor | None, rows: torch.Tensor, groups: torch.Tensor,
+                   num_groups: int, strategy: MergeStrategy, temperature: float) -> _Side:
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    flags = free_flags(groups, strategy)
+    free = rows[flags]
+    if num_groups == rows.numel():  # all groups single-token: no scale, only the free rows' normalizers
+        lse_free = _logsumexp_rows(_up(logits[free]) / temperature)
+        return _Side(logits, None, temperature, free, lse_free)
+    if targets is None:
+        raise ValueError("multi-token groups need the targets (actual token ids) of every aligned row")
+    if bool((targets[rows] < 0).any()):
+        raise ValueError("an aligned row has no target id (targets == -100 there); build the alignment from the same "
+                         "shifted masks as the targets")
+    z = _up(logits) / temperature if temperature != 1.0 else _up(logits)
+    lse_all = _logsumexp_rows(z)
+    tl = (_up(logits[rows, targets[rows]]) / temperature) - lse_all[rows]
+    scale = group_log_scale(tl, groups, num_groups, strategy)
+    return _Side(logits, None, temperature, free, lse_all[free] - scale)
+
+
+def _dense_topk(side: _Side, idx: slice, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    z, c = side.dense_rows(idx)
+    top = z.topk(k, dim=-1, sorted=True).values
+    p_top = torch.exp(top - c[:, None])
+    mass = torch.exp(torch.logsumexp(z, dim=-1) - c)
+    return p_top, mass - p_top.sum(-1)
+
+
+def _dense_full(side: _Side, idx: slice) -> torch.Tensor:
+    z, c = side.dense_rows(idx)
+    return torch.exp(z - c[:, None])
+
+
+# ------------------------------------------------------------------------------------------------ sides (sparse)
+
+
+def _sparse_parts(signal: TeacherSignal, temperature: float, vocab_size: int | None):
+    """``(logprobs [N, k] sorted desc, tail_log [N])`` after the signal's policy (renormalize -> no tail)."""
+    if temperature != 1.0:
+        if vocab_size is None:
+            raise ValueError("a sparse teacher at temperature != 1 needs teacher_vocab_size to temper the tail")
+        kept, tail = signal.tempered_sparse(temperature, vocab_size)
+    else:
+        kept, tail = signal.logprobs.float(), signal.tail_logmass.float()
+    kept, order = kept.sort(dim=-1, descending=True)
+    ids = signal.ids.gather(-1, order)
+    if signal.policy == "renormalize":
+        kept = kept - torch.logsumexp(kept, dim=-1, keepdim=True)
+        tail = torch.full_like(tail, float("-inf"))
+    return ids, kept, tail
+
+
+def _sparse_target_logp(ids, kept, tail, rows, targets, policy) -> torch.Tensor:
+    y = targets[rows]
+    hit = ids[rows] == y[:, None]
+    found = (kept[rows] * hit).sum(-1)  # exactly one hit or none
+    if policy == "renormalize":
+        missing = torch.full_like(found, LOG_FLOOR)
+    else:
+        missing = torch.minimum(tail[rows], kept[rows, -1])
+    return torch.where(hit.any(-1), found, missing)
+
+
+# -------------------------------------------------------------------------------------------------------- losses
+
+
+def uld_from_alignment(
+    student_logits: torch.Tensor,
+    teacher: torch.Tensor | TeacherSignal,
+    alignment: BatchAlignment,
+    student_targets: torch.Tensor | None = None,
+    teacher_targets: torch.Tensor | None = None,
+    *,
+    top_k: int | None = 256,
+    merge: MergeStrategy = "observed",
+    student_temperature: float = 1.0,
+    teacher_temperature: float = 1.0,
+    teacher_vocab_size: int | None = None,
+    chunk_groups: int = 512,
+) -> ULDOutput:
+    """Aligned ULD: sorted-L1 between merged student and teacher groups, summed over groups.
+
+    Args:
+        student_logits: ``[N_s, V_s]`` student logits at its target rows (``logits[mask]``), with grad.
+        teacher: ``[N_t, V_t]`` teacher logits at its target rows, or a sparse TeacherSignal over the same rows.
+            No gradient flows to the teacher.
+        alignment: groups of rows (:class:`~crossdistill.align.spans.BatchAlignment`).
+        student_targets: ``[N_s]`` actual token of each student row (``targets[mask]``); needed for multi-token groups.
+        teacher_targets: ``[N_t]`` the same for the teacher.
+        top_k: sort only the top k of each side (default 256; None = full sort, exact).
+        merge: ``"observed"`` or ``"bayesian"`` (:mod:`crossdistill.align.merge`).
+        student_temperature, teacher_temperature: ULD's separate temperatures (default 1/1, no T²).
+        teacher_vocab_size: real teacher vocabulary (sparse teacher at temperature != 1 only).
+        chunk_groups: groups per chunk (peak memory ~ 2 · chunk_groups · V floats).
+
+    Returns:
+        :class:`ULDOutput` with ``loss`` = Σ_groups W1.
+    """
+    check_strategy(merge)
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k} must be a positive int or None (full sort)")
+    if student_logits.dim() != 2:
+        raise ValueError(f"student_logits must be [N_s, V_s] (target rows); got {tuple(student_logits.shape)}")
+    G = alignment.num_groups
+    if G == 0:
+        zero = student_logits.sum() * 0.0
+        return ULDOutput(zero, student_logits.new_zeros(0), None if top_k is None else student_logits.new_zeros(0), 0)
+    student = _prepare_dense(student_logits, student_targets, alignment.student_rows, alignment.student_groups, G,
+                             merge, student_temperature)
+    with torch.no_grad():
+        if isinstance(teacher, TeacherSignal) and teacher.logits is not None:
+            teacher = teacher.logits
+        if isinstance(teacher, TeacherSignal):
+            ids, kept, tail = _sparse_parts(teacher, teacher_temperature, teacher_vocab_size)
+            t_free = free_flags(alignment.teacher_groups, merge)
+            if G == alignment.teacher_rows.numel():
+                t_scale = torch.zeros(G, device=kept.device)
+            else:
+                if teacher_targets is None:
+                    raise ValueError("multi-token groups need teacher_targets")
+                tl = _sparse_target_logp(ids, kept, tail, alignment.teacher_rows, teacher_targets, teacher.policy)
+                t_scale = group_log_scale(tl, alignment.teacher_groups, G, merge)
+            t_rows = alignment.teacher_rows[t_free]
+            k_sig = kept.shape[-1]
+            k = k_sig if top_k is None else min(top_k, k_sig)
+            # Teacher top-k probabilities and tail (scaled by the merge), computed once for all groups.
+            t_log_top = kept[t_rows, :k] + t_scale[:, None]
+            t_tail_log = torch.logaddexp(tail[t_rows], torch.logsumexp(kept[t_rows, k:], -1)) if k < k_sig \
+                else tail[t_rows]
+            t_top_all, t_tail_all = t_log_top.exp(), (t_tail_log + t_scale).exp()
+            teacher_side = None
+        else:
+            teacher_side = _prepare_dense(teacher.detach(), teacher_targets, alignment.teacher_rows,
+                                          alignment.teacher_groups, G, merge, teacher_temperature)
+            k = None if top_k is None else min(top_k, teacher.shape[-1])
+    if k is not None:
+        k = min(k, student_logits.shape[-1])
+
+    values, bounds = [], []
+    for start in range(0, G, max(1, chunk_groups)):
+        idx = slice(start, min(G, start + chunk_groups))
+        if k is None:
+            ps = _dense_full(student, idx)
+            with torch.no_grad():
+                pt = _dense_full(teacher_side, idx)
+            values.append(sorted_l1_full(ps, pt))
+            continue
+        s_top, s_tail = _dense_topk(student, idx, k)
+        with torch.no_grad():
+            if teacher_side is not None:
+                t_top, t_tail = _dense_topk(teacher_side, idx, k)
+            else:
+                t_top, t_tail = t_top_all[idx, :k], t_tail_all[idx]
+                if t_top.shape[-1] < k:  # signal narrower than the student's k: cannot happen (k <= k_sig)
+                    raise AssertionError
+        v, b = sorted_l1_topk(s_top, s_tail, t_top, t_tail)
+        values.append(v)
+        bounds.append(b)
+    per_group = torch.cat(values)
+    bound = torch.cat(bounds) if bounds else None
+    return ULDOutput(per_group.sum(), per_group, bound, G)
+
+
+def uld_aligned(student_logits, teacher, alignment, student_targets=None, teacher_targets=None, **kwargs) -> ULDOutput:
+    """Alias of :func:`uld_from_alignment` (the aligned ULD variant)."""
+    return uld_from_alignment(student_logits, teacher, alignment, student_targets, teacher_targets, **kwargs)
+
+
+def answer_spans(labels: torch.Tensor, skip_eos: bool, ignore_index: int = IGNORE_INDEX
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Official ULD answer slicing (methods.md §5.2 steps 1–2): per row, ``start`` = end of the leading run of
+    ``ignore_index`` and ``size`` = number of other labels (minus 1 with ``skip_eos``). ``[B, T] -> ([B], [B])``."""
+    valid = labels != ignore_index
+    size = valid.sum(-1)
+    # Position of the first valid label; rows with none get start = T.
+    T = labels.shape[-1]
+    ar = torch.arange(T, device=labels.device).expand_as(labels)
+    start = torch.where(valid, ar, torch.full_like(ar, T)).min(-1).values
+    if skip_eos:
+        size = (size - 1).clamp(min=0)
+    return start, size
+
+
+def positional_alignment(student_labels: torch.Tensor, teacher_labels: torch.Tensor, *, skip_student_eos: bool = True,
+                         skip_teacher_eos: bool = False, rows: str = "official") -> BatchAlignment:
+    """Pairs of (student row, teacher row) compared by positional ULD, as a single-token-group alignment whose rows
+    index the FLATTENED ``[B * T]`` logits of each side.
+
+    ``rows="official"`` slices logits ``[start, start + size)`` like the official code (each row predicts the token
+    after the k-th answer token); ``rows="shifted"`` slices ``[start − 1, start − 1 + size)``, the rows that predict
+    the answer tokens themselves (the position contract; a row index −1 is dropped).
+    """
+    if rows not in ("official", "shifted"):
+        raise ValueError(f"rows={rows!r} must be 'official' or 'shifted'")
+    if student_labels.shape[0] != teacher_labels.shape[0]:
+        raise ValueError(f"batch sizes differ: student {student_labels.shape[0]}, teacher {teacher_labels.shape[0]}")
+    s0, ns = answer_spans(student_labels, skip_student_eos)
+    t0, nt = answer_spans(teacher_labels, skip_teacher_eos)
+    if rows == "shifted":
+        s0, t0 = s0 - 1, t0 - 1
+    Ts, Tt = student_labels.shape[1], teacher_labels.shape[1]
+    n = torch.minimum(ns, nt)
+    B = n.shape[0]
+    ex = torch.repeat_interleave(torch.arange(B, device=n.device), n)
+    k = torch.arange(int(n.sum()), device=n.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+    sr, tr = s0[ex] + k, t0[ex] + k
+    ok = (sr >= 0) & (tr >= 0) & (sr < Ts) & (tr < Tt)
+    ex, sr, tr = ex[ok], sr[ok], tr[ok]
+    g = torch.arange(ex.numel(), device=n.device)
+    return BatchAlignment(ex * Ts + sr, g, ex * Tt + tr, g, int(ex.numel()), ex)
+
+
+def uld_positional(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    student_labels: torch.Tensor,
+    teacher_labels: torch.Tensor,
+    *,
+    skip_student_eos: bool = True,
+    skip_teacher_eos: bool = False,
+    rows: str = "official",
+    top_k: int | None = None,
+    student_temperature: float = 1.0,
+    teacher_temperature: float = 1.0,
+    reduction: str = "sum",
+    chunk_groups: int = 512,
+) -> ULDOutput:
+    """Original positional ULD, faithful to ``DistillationLoss.forward`` (methods.md §5.2) by default.
+
+    Args:
+        student_logits: ``[B, T_s, V_s]`` UNSHIFTED student logits (model output), with grad.
+        teacher_logits: ``[B, T_t, V_t]`` unshifted teacher logits; no gradient flows to them.
+        student_labels: ``[B, T_s]`` unshifted labels, ``-100`` on prompt and padding.
+        teacher_labels: ``[B, T_t]``.
+        skip_student_eos / skip_teacher_eos: drop the last answer token of that side (training calls it with
+            ``skip_student_eos=True`` and keeps the teacher EOS).
+        rows: ``"official"`` or ``"shifted"`` (:func:`positional_alignment`).
+        top_k: None = full sort (faithful); an int = top-k with the bound of the module docstring.
+        reduction: ``"sum"`` (Σ over compared positions; divide by the global count outside) or ``"official"``
+            (mean over positions per sample, then mean over the samples that have at least one position).
+    """
+    if student_logits.dim() != 3 or teacher_logits.dim() != 3:
+        raise ValueError("uld_positional takes [B, T, V] logits for both sides; got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    if reduction not in ("sum", "official"):
+        raise ValueError(f"reduction={reduction!r} must be 'sum' or 'official'")
+    al = positional_alignment(student_labels, teacher_labels, skip_student_eos=skip_student_eos,
+                              skip_teacher_eos=skip_teacher_eos, rows=rows)
+    out = uld_from_alignment(student_logits.reshape(-1, student_logits.shape[-1]),
+                             teacher_logits.reshape(-1, teacher_logits.shape[-1]), al, top_k=top_k,
+                             student_temperature=student_temperature, teacher_temperature=teacher_temperature,
+                             chunk_groups=chunk_groups)
+    if reduction == "official" and out.num_groups:
+        B = student_logits.shape[0]
+        per_ex = torch.zeros(B, dtype=out.per_group.dtype, device=out.per_group.device).index_add(
+            0, al.group_example, out.per_group)
+        cnt = torch.bincount(al.group_example, minlength=B)
+        has = cnt > 0
+        out.loss = (per_ex[has] / cnt[has]).mean()
+    return out

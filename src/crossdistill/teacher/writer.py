@@ -1,0 +1,234 @@
+"""Write a teacher cache: plan, shards (atomic, checksummed, resumable), then the manifest.
+
+Life of a cache directory::
+
+    .plan.json                  the manifest without files, written first; a resumed run must match it exactly
+    shard-00000.safetensors     written to a temporary file and renamed (atomic)
+    shard-00000.done.json       {name, bytes, sha256, examples, tokens}, written (atomically) after its shard
+    ...
+    manifest.json               plan + every shard record; written LAST: its presence means "complete"
+
+A shard is done when its ``.done.json`` exists and the shard file has that size and sha256, so a rerun after a crash
+(or a kill at any instant) redoes exactly the first incomplete shards. Shard i holds examples
+``[i * examples_per_shard, (i + 1) * examples_per_shard)``, batches inside it are fixed, sampled supports are seeded
+per example, and file names carry the global shard index rather than the rank: the bytes do not depend on
+interruptions or on the number of workers. Workers (local processes or accelerate ranks) take every
+``world``-th shard; the merge step (rank 0) turns the records into the manifest and removes the scaffolding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crossdistill import __version__
+from crossdistill.manifest import (MANIFEST_NAME, Manifest, dataset_fingerprint, file_sha256, text_hash,
+                                   tokenizer_hash, write_atomic)
+from crossdistill.teacher.bitpack import bits_for
+from crossdistill.teacher.config import CacheConfig
+from crossdistill.teacher.format import FORMAT_VERSION, concat_examples, encode_shard, shard_name
+
+PLAN_NAME = ".plan.json"
+FAIL_ENV = "CROSSDISTILL_CACHE_FAIL_AFTER"
+"""Test hook: after this many shards written by this process, leave half of the next shard in a temporary file and
+fail as if killed (``InjectedFailure``)."""
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the :data:`FAIL_ENV` test hook to simulate a crash mid-run."""
+
+
+def done_name(index: int) -> str:
+    return shard_name(index).replace(".safetensors", ".done.json")
+
+
+def load_cache_examples(cfg: CacheConfig) -> list[dict[str, Any]]:
+    """Normalized examples (``crossdistill.data.load``), the same ones the fingerprint and training use."""
+    from crossdistill.data.load import load_examples
+
+    return load_examples(cfg.data, limit=cfg.limit)
+
+
+def plan_manifest(cfg: CacheConfig, tokenizer: Any, examples: list[dict[str, Any]]) -> Manifest:
+    """The manifest this run will produce, without the shard records."""
+    vocab = len(tokenizer)
+    num_shards = -(-len(examples) // cfg.examples_per_shard)
+    extra = {
+        "support": cfg.support, "value_dtype": cfg.value_dtype, "bits": bits_for(vocab), "vocab_size": vocab,
+        "num_examples": len(examples), "num_shards": num_shards, "examples_per_shard": cfg.examples_per_shard,
+        "batch_size": cfg.batch_size, "max_length": cfg.max_length, "seed": cfg.seed if cfg.support == "sampled"
+        else None, "teacher_dtype": cfg.teacher_dtype,
+    }
+    return Manifest(
+        kind="cache", format_version=FORMAT_VERSION, tool_version=__version__, teacher=cfg.teacher,
+        tokenizer_hashes={"teacher": tokenizer_hash(tokenizer)},
+        chat_templates={"teacher": text_hash(getattr(tokenizer, "chat_template", None))},
+        temperatures={"distillation": float(cfg.temperature)}, k=cfg.k,
+        dataset_fingerprint=dataset_fingerprint(examples), extra=extra,
+    )
+
+
+def _shard_complete(out: Path, index: int) -> dict[str, Any] | None:
+    """The shard's record if it is fully written and intact, else None."""
+    done, shard = out / done_name(index), out / shard_name(index)
+    if not done.exists() or not shard.exists():
+        return None
+    record = json.loads(done.read_text())
+    if shard.stat().st_size != record["bytes"] or file_sha256(shard) != record["sha256"]:
+        return None
+    return record
+
+
+def prepare_output(cfg: CacheConfig, plan: Manifest) -> bool:
+    """Create the output directory and check it against the plan. Returns True when the cache is already complete.
+
+    Raises ``FileExistsError`` when the directory holds a cache or a partial cache of a different config.
+    """
+    out = Path(cfg.output)
+    if (out / MANIFEST_NAME).exists():
+        found = Manifest.read(out)
+        differences = replace(found, files=[]).diff(plan, include_informational=False)
+        if differences:
+            raise FileExistsError(f"cache.output = {str(out)!r} already holds a different cache ("
+                                  + "; ".join(differences) + "). Choose another output or delete it.")
+        return True
+    if (out / PLAN_NAME).exists():
+        partial = Manifest.read(out / PLAN_NAME)
+        differences = partial.diff(plan)
+        if differences:
+            raise FileExistsError(f"cache.output = {str(out)!r} holds a partial cache of a different config ("
+                                  + "; ".join(differences) + "). Choose another output or delete the directory.")
+    write_atomic(out / PLAN_NAME, plan.to_json().encode())
+    return False
+
+
+def write_shards(cfg: CacheConfig, examples: list[dict[str, Any]], rank: int = 0, world: int = 1,
+                 device: str | torch.device = "cpu", progress: bool = True) -> int:
+    """Write this rank's missing shards; return how many were written. Loads the teacher only if there is work."""
+    from tqdm.auto import tqdm
+
+    from crossdistill.data.load import prompt_messages
+    from crossdistill.data.render import render
+    from crossdistill.teacher.forward import load_teacher, teacher_records
+
+    out = Path(cfg.output)
+    num_shards = -(-len(examples) // cfg.examples_per_shard)
+    todo = [i for i in range(rank, num_shards, world) if _shard_complete(out, i) is None]
+    if not todo:
+        return 0
+    model, tok = load_teacher(cfg.teacher, cfg.teacher_dtype, device)
+    bits = bits_for(len(tok))
+    fail_after = int(os.environ[FAIL_ENV]) if os.environ.get(FAIL_ENV) else None
+    written = 0
+    for i in tqdm(todo, desc=f"cache rank {rank}", disable=not progress, position=rank, unit="shard"):
+        lo, hi = i * cfg.examples_per_shard, min((i + 1) * cfg.examples_per_shard, len(examples))
+        records: list[dict[str, torch.Tensor]] = []
+        for s in range(lo, hi, cfg.batch_size):
+            idx = list(range(s, min(s + cfg.batch_size, hi)))
+            rendered = []
+            for j in idx:
+                prompt, completion = prompt_messages(examples[j])
+                rendered.append(render(tok, prompt if prompt is not None else "", completion,
+                                       max_length=cfg.max_length))
+            records += teacher_records(model, tok, rendered, idx, k=cfg.k, support=cfg.support,
+                                       temperature=cfg.temperature, seed=cfg.seed)
+        blob = encode_shard(concat_examples(records, list(range(lo, hi))), bits=bits, value_dtype=cfg.value_dtype,
+                            shard_index=i, support=cfg.support)
+        if fail_after is not None and written >= fail_after:
+            # Simulate a kill in the middle of a write: a half-written temporary file and no rename.
+            (out / f".{shard_name(i)}.killed.tmp").write_bytes(blob[: len(blob) // 2])
+            raise InjectedFailure(f"{FAIL_ENV}={fail_after}: simulated crash while writing shard {i}")
+        write_atomic(out / shard_name(i), blob)
+        record = {"name": shard_name(i), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+                  "examples": [lo, hi], "tokens": sum(int(r["token_ids"].shape[0]) for r in records)}
+        write_atomic(out / done_name(i), json.dumps(record, sort_keys=True).encode())
+        written += 1
+    return written
+
+
+def merge(cfg: CacheConfig, plan: Manifest) -> Manifest:
+    """After every rank finished: check every shard, write ``manifest.json`` (last), remove the scaffolding."""
+    out = Path(cfg.output)
+    num_shards = plan.extra["num_shards"]
+    records = []
+    for i in range(num_shards):
+        record = _shard_complete(out, i)
+        if record is None:
+            raise RuntimeError(f"shard {i} of {cfg.output} is missing or damaged after all workers finished; rerun "
+                               "`crossdistill cache` to redo it")
+        records.append(record)
+    manifest = replace(plan, files=records)
+    manifest.write(out)
+    for i in range(num_shards):
+        (out / done_name(i)).unlink(missing_ok=True)
+    (out / PLAN_NAME).unlink(missing_ok=True)
+    for stale in out.glob(".*.tmp"):
+        stale.unlink()
+    return manifest
+
+
+def _worker(cfg: CacheConfig, examples: list[dict[str, Any]], rank: int, world: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    write_shards(cfg, examples, rank, world, "cpu", progress=True)
+
+
+def _resolve_device(cfg: CacheConfig, state: Any = None) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    if state is not None:
+        return state.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_cache(cfg: CacheConfig, progress: bool = True) -> Manifest:
+    """Run the whole cache job (resuming what a previous run left) and return the final manifest.
+
+    Under ``accelerate launch`` every process takes its share of shards and rank 0 merges; with ``cfg.workers > 1``
+    local worker processes do the same on CPU.
+    """
+    from crossdistill.teacher.forward import load_tokenizer
+
+    examples = load_cache_examples(cfg)
+    tokenizer = load_tokenizer(cfg.teacher)  # cheap; the model loads only if work remains
+    plan = plan_manifest(cfg, tokenizer, examples)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # accelerate / torchrun ranks
+        from accelerate import PartialState
+
+        state = PartialState()
+        done = prepare_output(cfg, plan) if state.is_main_process else False
+        state.wait_for_everyone()
+        done = done or (Path(cfg.output) / MANIFEST_NAME).exists()
+        if not done:
+            write_shards(cfg, examples, state.process_index, state.num_processes, _resolve_device(cfg, state),
+                         progress)
+        state.wait_for_everyone()
+        if state.is_main_process and not done:
+            merge(cfg, plan)
+        state.wait_for_everyone()
+        return Manifest.read(cfg.output)
+    if prepare_output(cfg, plan):
+        return Manifest.read(cfg.output)
+    if cfg.workers > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        threads = max(1, torch.get_num_threads() // cfg.workers)
+        procs = [ctx.Process(target=_worker, args=(cfg, examples, r, cfg.workers, threads))
+                 for r in range(cfg.workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [r for r, p in enumerate(procs) if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"cache worker(s) {failed} failed; rerun the same command to resume")
+    else:
+        write_shards(cfg, examples, 0, 1, _resolve_device(cfg), progress)
+    return merge(cfg, plan)

@@ -1,0 +1,341 @@
+"""Registry of training objectives, selected by ``loss.name`` in a recipe.
+
+An objective turns one micro-batch's model outputs into **named term sums** (design.md contract 2). It never
+divides by a token count: the trainer divides every term by the number of target tokens of the whole optimizer
+step, over gradient-accumulation micro-batches and processes, generated on-policy tokens included, so the loss does
+not depend on how the global batch was split.
+
+Return convention::
+
+    ObjectiveOutput(terms={"ce": ce_sum, "kd": kd_sum}, count=ctx.num_targets)
+
+* ``terms``: scalar tensors, each a SUM over this micro-batch's student target positions (or over alignment groups,
+  which partition those positions). The trainer combines them as ``sum_k weight_k * term_k / global_count`` with the
+  weights of ``loss.weights`` (defaults from :class:`ObjectiveSpec.default_weights`) and logs each one separately.
+* ``count``: the local number of student target positions the sums cover; the trainer checks it against its own
+  count, which catches an objective that silently drops positions.
+
+Registering an objective (cross-tokenizer engineers do this in their own modules, imported by
+:func:`load_builtin_objectives`)::
+
+    @register_objective("uld", needs_teacher=True, cross_tokenizer=True, teacher_input="logits",
+                        default_weights={"ce": 1.0, "uld": 1.0}, params={"top_k": 256})
+    def uld_objective(ctx: StepContext, top_k: int) -> ObjectiveOutput: ...
+
+``params`` declares every keyword the function accepts with its default; ``loss.params`` in a recipe may only name
+those keys (config validation rejects others before any model loads).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+TeacherInput = Literal["none", "hidden", "logits", "signal"]
+
+
+@dataclass
+class StepContext:
+    """Everything an objective may need for one micro-batch. Shapes: B batch, T student length, H student hidden,
+    V_s student vocabulary, T_t / H_t / V_t the same for the teacher. Unused fields are ``None``."""
+
+    student_hidden: torch.Tensor
+    """``[B, T, H]`` final hidden states of the student (input of its lm_head), with grad."""
+    lm_head_weight: torch.Tensor
+    """``[V_s, H]`` student lm_head weight (tied or not), with grad when trainable."""
+    targets: torch.Tensor
+    """``[B, T]`` int64 student targets from :func:`crossdistill.positions.shift_targets` (``targets[:, j]`` is the
+    token that ``logits[:, j]`` predicts; ``-100`` elsewhere)."""
+    mask: torch.Tensor
+    """``[B, T]`` bool, the student target positions (``targets != -100``)."""
+    lm_head_bias: torch.Tensor | None = None
+    """``[V_s]`` student lm_head bias, rare."""
+    logit_scale: float = 1.0
+    """Multiplier the model applies to its logits (e.g. Cohere ``logit_scale``); 1 for most models."""
+    vocab_size: int | None = None
+    """Real student vocabulary (``len(tokenizer)``); head rows beyond it are padding and are sliced off (contract 5)."""
+    teacher_hidden: torch.Tensor | None = None
+    """``[B, T, H_t]`` teacher final hidden states, no grad. Same-tokenizer pairs only: positions equal the
+    student's, so ``mask`` selects the teacher rows too."""
+    teacher_lm_head_weight: torch.Tensor | None = None
+    """``[V_t, H_t]`` teacher lm_head weight, no grad."""
+    teacher_logit_scale: float = 1.0
+    """The teacher's logit multiplier."""
+    teacher_vocab_size: int | None = None
+    """Real teacher vocabulary; rows beyond it are padding."""
+    teacher_signal: Any = None
+    """:class:`crossdistill.losses.signal.TeacherSignal` for the N student target positions in row-major
+    ``mask.nonzero()`` order (cached or server teachers, same tokenizer)."""
+    teacher_logits: torch.Tensor | None = None
+    """``[B, T_t, V_t]`` teacher logits over the teacher's own rendering (cross-tokenizer pairs), no grad."""
+    teacher_targets: torch.Tensor | None = None
+    """``[B, T_t]`` teacher targets, shifted with the same :func:`shift_targets`."""
+    teacher_mask: torch.Tensor | None = None
+    """``[B, T_t]`` bool, the teacher target positions."""
+    teacher_batch: dict[str, Any] | None = None
+    """The teacher's collated batch (``input_ids``, ``attention_mask``, ``labels``, ``offsets`` ...)."""
+    alignment: Any = None
+    """Per example alignment from :mod:`crossdistill.align` (groups of student <-> teacher positions that cover the
+    same completion text), cross-tokenizer pairs only."""
+    batch: dict[str, Any] | None = None
+    """The student's collated batch (``input_ids``, ``attention_mask``, ``labels``, ``offsets`` ...)."""
+    student_tokenizer: Any = None
+    """The student tokenizer."""
+    teacher_tokenizer: Any = None
+    """The teacher tokenizer (the student's for same-tokenizer pairs)."""
+    temperature: float = 1.0
+    """Distillation temperature (divides both models' logits in soft-target terms). Not the sampling temperature."""
+    t2_scale: bool = True
+    """Multiply soft-target terms by ``temperature**2`` (contract 3)."""
+    chunk_tokens: int = 1024
+    """Target tokens per chunk when logits are computed from hidden states (memory bound, contract 7)."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Objective-specific precomputed state (e.g. a vocabulary map built once by the trainer)."""
+
+    @property
+    def num_targets(self) -> int:
+        """Local number of student target positions."""
+        return int(self.mask.sum())
+
+    def target_hidden(self) -> torch.Tensor:
+        """``[N, H]`` student hidden states at the target positions (row-major), compacted before any lm_head GEMM."""
+        return self.student_hidden[self.mask]
+
+    def student_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[n, H] -> [n, V_s]`` fp32 student logits of some rows, padding columns sliced off."""
+        z = F.linear(hidden, self.lm_head_weight, self.lm_head_bias).float() * self.logit_scale
+        return z[..., : self.vocab_size] if self.vocab_size else z
+
+    def target_logits(self) -> torch.Tensor:
+        """``[N, V_s]`` fp32 student logits at the target positions (materialized: use only when V_s*N is small or
+        the objective needs all rows at once, e.g. cross-tokenizer merging)."""
+        return self.student_logits(self.target_hidden())
+
+
+@dataclass
+class ObjectiveOutput:
+    """What an objective returns: named term SUMS and the local count they cover (see module docstring)."""
+
+    terms: dict[str, torch.Tensor]
+    """Term name -> scalar sum over this micro-batch's target positions."""
+    count: int
+    """Local number of student target positions covered (must equal ``ctx.num_targets``)."""
+
+
+ObjectiveFn = Callable[..., ObjectiveOutput]
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A registered objective and what it requires from the trainer."""
+
+    name: str
+    """Config name (``loss.name``)."""
+    fn: ObjectiveFn
+    """``fn(ctx: StepContext, **params) -> ObjectiveOutput``."""
+    needs_teacher: bool
+    """Whether a teacher (online model, cache or server) is required."""
+    cross_tokenizer: bool
+    """True: works with any tokenizer pair (needs ``teacher_logits`` + ``alignment``). False: the teacher must share
+    the student's tokenizer (``teacher_hidden`` / ``teacher_signal`` at the student's positions)."""
+    teacher_input: TeacherInput
+    """Which teacher output the trainer must fill in: ``hidden`` (same-vocab fused), ``logits`` (full teacher
+    logits over its own tokens), ``signal`` (a TeacherSignal), or ``none``."""
+    default_weights: dict[str, float]
+    """Term name -> weight used unless ``loss.weights`` overrides it; also the full list of term names."""
+    params: dict[str, Any]
+    """Keyword -> default of every extra parameter ``fn`` accepts (``loss.params`` keys are checked against it)."""
+    description: str = ""
+    """One line shown in ``--help`` and errors."""
+
+
+OBJECTIVES: dict[str, ObjectiveSpec] = {}
+
+# Modules that register objectives when imported. Missing ones (written by other engineers later) are skipped.
+BUILTIN_MODULES = (
+    "crossdistill.train.objectives",
+    "crossdistill.align.objectives",
+    "crossdistill.losses.uld",
+    "crossdistill.losses.hybrid",
+    "crossdistill.losses.ot",
+    "crossdistill.losses.cdm",
+    "crossdistill.losses.dskd",
+)
+
+
+def register_objective(name: str, *, needs_teacher: bool, cross_tokenizer: bool = False,
+                       teacher_input: TeacherInput = "hidden", default_weights: dict[str, float],
+                       params: dict[str, Any] | None = None, description: str = "") -> Callable[[ObjectiveFn], ObjectiveFn]:
+    """Decorator registering ``fn`` under ``name``. Re-registering the same name with another function raises."""
+
+    def wrap(fn: ObjectiveFn) -> ObjectiveFn:
+        old = OBJECTIVES.get(name)
+        if old is not None and old.fn.__qualname__ != fn.__qualname__:
+            raise ValueError(f"objective {name!r} is already registered by {old.fn.__module__}.{old.fn.__qualname__}")
+        OBJECTIVES[name] = ObjectiveSpec(name, fn, needs_teacher, cross_tokenizer, teacher_input,
+                                         dict(default_weights), dict(params or {}), description)
+        return fn
+
+    return wrap
+
+
+def load_builtin_objectives() -> dict[str, ObjectiveSpec]:
+    """Import every module that registers objectives (the ones that exist) and return the registry."""
+    for mod in BUILTIN_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:  # an engineer's module that is not written yet
+            if err.name is None or not mod.startswith(err.name):
+                raise
+    return OBJECTIVES
+
+
+def get_objective(name: str) -> ObjectiveSpec:
+    """The spec registered under ``name``; the error lists what exists."""
+    load_builtin_objectives()
+    if name not in OBJECTIVES:
+        raise KeyError(f"loss.name={name!r} is not a registered objective; choose one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def combine_terms(terms: dict[str, torch.Tensor], weights: dict[str, float],
+                  global_count: float | torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``sum_k w_k * term_k / max(global_count, 1)`` and each normalized term (detached) for logging.
+
+    Terms with weight 0 are still reported but do not enter the loss.
+    """
+    denom = torch.clamp(torch.as_tensor(global_count, dtype=torch.float32), min=1.0)
+    total = None
+    logged = {}
+    for name, value in terms.items():
+        normed = value.float() / denom.to(value.device)
+        logged[name] = normed.detach()
+        w = float(weights.get(name, 0.0))
+        if w != 0.0:
+            total = w * normed if total is None else total + w * normed
+    if total is None:  # all weights zero: a zero loss that still touches the graph so backward works
+        total = sum(v.float() * 0.0 for v in terms.values())
+    return total, logged
+
+
+# --------------------------------------------------------------------------------------------------- built-ins
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, max(1, size)):
+        yield slice(start, min(n, start + size))
+
+
+def ce_sum(ctx: StepContext) -> torch.Tensor:
+    """Sum of the student's cross-entropy (nats) over its target positions, computed chunk by chunk."""
+    h = ctx.target_hidden()
+    y = ctx.targets[ctx.mask]
+    total = h.new_zeros((), dtype=torch.float32)
+    for sl in _chunks(h.shape[0], ctx.chunk_tokens):
+        total = total + F.cross_entropy(ctx.student_logits(h[sl]), y[sl], reduction="sum")
+    return total
+
+
+@register_objective("ce", needs_teacher=False, teacher_input="none", default_weights={"ce": 1.0},
+                    description="supervised fine-tuning: cross-entropy on the completion (sft, hard-label, seq_kd)")
+def ce_objective(ctx: StepContext) -> ObjectiveOutput:
+    return ObjectiveOutput({"ce": ce_sum(ctx)}, ctx.num_targets)
+
+
+def _kd_chunk(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, zt: torch.Tensor, divergence: str,
+              temperature: float, scale: float, vocab: int | None, params: dict[str, Any]) -> torch.Tensor:
+    from crossdistill.losses.divergences import divergence_from_logits
+
+    zs = F.linear(h, w, b).float() * scale
+    if vocab:
+        zs = zs[..., :vocab]
+    return divergence_from_logits(divergence, zs, zt, temperature=temperature, **params).sum()
+
+
+def fused_kd_sum(ctx: StepContext, divergence: str, params: dict[str, Any]) -> torch.Tensor:
+    """Sum over target positions of ``divergence(student, teacher)`` at the distillation temperature, computed
+    from hidden states in chunks of ``ctx.chunk_tokens`` target tokens.
+
+    Each chunk's student logits are recomputed in backward (activation checkpointing), so peak extra memory is a
+    few ``[chunk, V]`` tiles whatever the sequence length (contract 7). No T² here.
+    """
+    if ctx.teacher_hidden is None or ctx.teacher_lm_head_weight is None:
+        raise ValueError(f"divergence {divergence!r} needs the teacher's hidden states and lm_head (or a teacher "
+                         "signal); the trainer did not provide them")
+    h = ctx.target_hidden()
+    ht = ctx.teacher_hidden[ctx.mask]
+    total = h.new_zeros((), dtype=torch.float32)
+    vocab = ctx.vocab_size
+    for sl in _chunks(h.shape[0], ctx.chunk_tokens):
+        with torch.no_grad():
+            zt = F.linear(ht[sl], ctx.teacher_lm_head_weight).float() * ctx.teacher_logit_scale
+            zt = zt[..., : (ctx.teacher_vocab_size or zt.shape[-1])]
+        if vocab and zt.shape[-1] != vocab:
+            raise ValueError(f"teacher vocabulary {zt.shape[-1]} != student vocabulary {vocab}: a same-vocabulary "
+                             f"divergence needs one tokenizer; use a cross-tokenizer objective (uld, gold_hybrid)")
+        if torch.is_grad_enabled() and h.requires_grad:
+            part = torch.utils.checkpoint.checkpoint(
+                _kd_chunk, h[sl], ctx.lm_head_weight, ctx.lm_head_bias, zt, divergence, ctx.temperature,
+                ctx.logit_scale, vocab, params, use_reentrant=False)
+        else:
+            part = _kd_chunk(h[sl], ctx.lm_head_weight, ctx.lm_head_bias, zt, divergence, ctx.temperature,
+                             ctx.logit_scale, vocab, params)
+        total = total + part
+    return total
+
+
+def signal_kd_sum(ctx: StepContext, divergence: str, params: dict[str, Any]) -> torch.Tensor:
+    """Same as :func:`fused_kd_sum` with a :class:`TeacherSignal` (cache / server) instead of teacher hidden states."""
+    from crossdistill.losses import chunked
+
+    return chunked.signal_divergence_sum(
+        ctx.target_hidden(), ctx.lm_head_weight, ctx.teacher_signal, divergence=divergence,
+        temperature=ctx.temperature, chunk_tokens=ctx.chunk_tokens, bias=ctx.lm_head_bias,
+        logit_scale=ctx.logit_scale, vocab_size=ctx.vocab_size, **params)
+
+
+def _same_vocab_kd(ctx: StepContext, divergence: str, div_params: dict[str, Any], with_ce: bool) -> ObjectiveOutput:
+    """Shared body of the same-vocabulary divergences: ``kd`` = (T^2 *) sum of per-position divergences."""
+    t2 = ctx.temperature**2 if ctx.t2_scale else 1.0
+    if ctx.teacher_signal is not None:
+        kd = signal_kd_sum(ctx, divergence, div_params)
+    else:
+        kd = fused_kd_sum(ctx, divergence, div_params)
+    terms = {"kd": t2 * kd}
+    if with_ce:
+        terms["ce"] = ce_sum(ctx)
+    return ObjectiveOutput(terms, ctx.num_targets)
+
+
+# name -> (divergence name in crossdistill.losses.divergences, its parameters with defaults)
+SAME_VOCAB_DIVERGENCES: dict[str, tuple[str, dict[str, Any]]] = {
+    "forward_kl": ("forward_kl", {}),
+    "reverse_kl": ("reverse_kl", {}),
+    "jsd": ("generalized_jsd", {"beta": 0.5}),
+    "skew_kl": ("skew_kl", {"alpha": 0.1}),
+    "skew_reverse_kl": ("skew_reverse_kl", {"alpha": 0.1}),
+    "tvd": ("tvd", {}),
+    "adaptive_kl": ("adaptive_kl", {"alpha": 0.5}),
+}
+
+
+def _make_divergence_objective(div_name: str, div_defaults: dict[str, Any]) -> ObjectiveFn:
+    def objective(ctx: StepContext, **params: Any) -> ObjectiveOutput:
+        return _same_vocab_kd(ctx, div_name, params, with_ce=True)
+
+    objective.__qualname__ = f"divergence_objective[{div_name}]"
+    return objective
+
+
+for _name, (_div, _defaults) in SAME_VOCAB_DIVERGENCES.items():
+    # CE is always computed (cheap, and logged); weight 0 by default keeps pure KD, as in GKD. Same-vocabulary KD
+    # towards a teacher on its own distribution is safe without CE (contract 10 concerns sorted objectives).
+    register_objective(_name, needs_teacher=True, cross_tokenizer=False, teacher_input="hidden",
+                       default_weights={"kd": 1.0, "ce": 0.0}, params=_defaults,
+                       description=f"same-vocabulary {_div} on the teacher's full distribution")(
+        _make_divergence_objective(_div, _defaults))

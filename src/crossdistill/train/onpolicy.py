@@ -1,0 +1,125 @@
+"""On-policy mixing (GKD λ) and SeqKD: replace a batch's completions with samples from the student or the teacher.
+
+The λ decision is a pure function of (seed, optimizer step): every process computes the same answer without any
+communication, and a resumed run makes the same decisions as an uninterrupted one (landscape.md §4.15: GKD's
+per-process coin flip lets ranks diverge).
+
+Same-tokenizer pairs train on the exact sampled ids. Cross-tokenizer pairs need one shared completion text: the
+sample is decoded (``skip_special_tokens=False``) and BOTH models re-render prompt + text with their own template,
+so alignment spans are exact. A sample that hit ``max_new_tokens`` without EOS gets no EOS target.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from crossdistill.config import OnPolicyConfig
+from crossdistill.data.dataset import RenderedDataset, collate_pair
+from crossdistill.data.render import IGNORE_INDEX, Rendered, render
+
+
+def step_is_on_policy(seed: int, step: int, lmbda: float) -> bool:
+    """GKD Algorithm 1's coin ``u ~ U(0,1), on-policy iff u < λ``, drawn from a RNG seeded by (seed, step).
+
+    ``random.Random`` seeded with a string hashes it with SHA-512, so the draw is identical on every process and
+    every platform, and independent of any other RNG use.
+    """
+    if lmbda <= 0.0:
+        return False
+    if lmbda >= 1.0:
+        return True
+    return random.Random(f"crossdistill-onpolicy:{seed}:{step}").random() < lmbda
+
+
+@torch.no_grad()
+def sample(model: torch.nn.Module, prompts: list[list[int]], pad_id: int, eos_id: int | None,
+           cfg: OnPolicyConfig) -> list[tuple[list[int], bool]]:
+    """Sample one completion per prompt with HF ``generate`` at the SAMPLING temperature.
+
+    Returns ``[(completion ids without padding, ended_with_eos)]``; an EOS, when sampled, is the last id.
+    """
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):  # left padding: generation continues right after the prompt
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        attn[i, width - len(p):] = 1
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=True,
+                             temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None,
+                             max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id)
+    finally:
+        model.train(was_training)
+    result = []
+    for row in out[:, width:].tolist():
+        if eos_id is not None and eos_id in row:
+            result.append((row[: row.index(eos_id) + 1], True))
+        else:
+            # No EOS: generate pads finished rows with pad_id only after EOS, so an unfinished row is all samples.
+            result.append((row, False))
+    return result
+
+
+def _exact(prompt_ids: list[int], completion: list[int], base: Rendered) -> Rendered:
+    """A Rendered for sampled ids, same tokenizer (spans unused by same-vocabulary objectives: zero-width)."""
+    ids = prompt_ids + completion
+    labels = [IGNORE_INDEX] * len(prompt_ids) + completion
+    return Rendered(ids, labels, len(prompt_ids), [(0, 0)] * len(completion), 0, base.prompt_text, "",
+                    frozenset({"sampled_ids"}))
+
+
+def _unended(r: Rendered, ended: bool) -> Rendered:
+    """Drop the EOS target render() appended to a completion that did not end."""
+    if ended or r.num_completion_tokens == 0 or not r.has_eos:
+        return r
+    labels = list(r.labels)
+    labels[-1] = IGNORE_INDEX
+    return Rendered(r.input_ids, labels, r.completion_start, r.spans, r.covered, r.prompt_text, r.completion,
+                    r.flags | {"unended"})
+
+
+@dataclass
+class Rollouts:
+    """Regenerates a batch's completions from the student (on-policy) or the teacher (SeqKD)."""
+
+    dataset: RenderedDataset
+    student_tok: Any
+    teacher_tok: Any | None
+    cfg: OnPolicyConfig
+    separate_teacher: bool
+    """The teacher renders with its own tokenizer/template (``teacher_*`` keys in batches)."""
+    stats: dict[str, float] = field(default_factory=lambda: {"generated_tokens": 0.0, "samples": 0.0,
+                                                             "ended": 0.0})
+
+    def regenerate(self, batch: dict[str, torch.Tensor], model: torch.nn.Module, by: str) -> dict[str, torch.Tensor]:
+        """New batch with completions sampled by ``model`` (``by`` = ``"student"`` or ``"teacher"``)."""
+        items = [self.dataset.items[int(i)] for i in batch["example_index"].tolist()]
+        sampler_is_teacher = by == "teacher"
+        tok = self.teacher_tok if sampler_is_teacher and self.teacher_tok is not None else self.student_tok
+        base = [it.teacher if sampler_is_teacher and it.teacher is not None else it.student for it in items]
+        prompts = [r.input_ids[: r.completion_start] for r in base]
+        samples = sample(model, prompts, tok.pad_token_id, tok.eos_token_id, self.cfg)
+        self.stats["samples"] += len(samples)
+        self.stats["ended"] += sum(e for _, e in samples)
+        students: list[Rendered] = []
+        teachers: list[Rendered | None] = []
+        for it, r, p, (ids, ended) in zip(items, base, prompts, samples):
+            self.stats["generated_tokens"] += len(ids)
+            if not self.separate_teacher:
+                students.append(_exact(p, ids, r))
+                teachers.append(None)
+                continue
+            text = tok.decode(ids[:-1] if ended else ids, skip_special_tokens=False,
+                              clean_up_tokenization_spaces=False)
+            students.append(_unended(render(self.student_tok, it.prompt, text), ended))
+            teachers.append(_unended(render(self.teacher_tok, it.prompt, text), ended))
+        s_pad = self.student_tok.pad_token_id
+        t_pad = self.teacher_tok.pad_token_id if self.teacher_tok is not None else None
+        return collate_pair(students, teachers, [int(i) for i in batch["example_index"].tolist()], s_pad, t_pad)
