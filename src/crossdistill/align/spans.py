@@ -15,8 +15,10 @@ both current tokens end at the same position, close a group on each side. Conseq
 * zero-width tokens (byte-level pieces of an unfinished character, a leading ``▁``) join the group that closes next;
   two zero-width EOS tokens at the end pair with each other;
 * identical tokenizations give the identity alignment (every token its own group);
-* tokens after the last shared boundary (one side truncated, or an EOS only one side has) are UNALIGNED (group -1)
-  and excluded from cross-tokenizer terms; :attr:`Alignment.num_unaligned` counts them.
+* zero-width tokens after the last shared boundary (an EOS only one side has, or the EOS of a side whose trailing text
+  the other side's tokenizer dropped) join the last group;
+* the other tokens after the last shared boundary (one side truncated) are UNALIGNED (group -1) and excluded from
+  cross-tokenizer terms; :attr:`Alignment.num_unaligned` counts them.
 
 The walk is vectorized: the k-th token ending at position c on one side closes a group iff the other side also has at
 least k+1 tokens ending at c (:func:`group_ids`). :func:`align_spans_reference` is the literal two-pointer loop,
@@ -73,13 +75,18 @@ def group_ids(student_spans: Spans, teacher_spans: Spans) -> tuple[np.ndarray, n
     close_t = np.isin(kt, ks, assume_unique=True)
     g = int(close_s.sum())
 
-    def ids(close: np.ndarray) -> np.ndarray:
-        # A token's group = number of closing tokens before it; tokens after the last close are unaligned.
+    last = int(es[close_s][-1]) if g else -1
+
+    def ids(close: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        # A token's group = number of closing tokens before it. After the last close, zero-width tokens AT the last
+        # shared boundary (an EOS only one side has) join the last group; the rest is unaligned.
         gid = np.cumsum(close) - close
-        gid[gid >= g] = -1
+        tail = gid >= g
+        gid[tail & (ends == last)] = g - 1
+        gid[tail & (ends != last)] = -1
         return gid.astype(np.int64)
 
-    return ids(close_s), ids(close_t), g
+    return ids(close_s, es), ids(close_t, et), g
 
 
 def align_spans_reference(student_spans: Spans, teacher_spans: Spans) -> tuple[list[list[int]], list[list[int]]]:
@@ -105,6 +112,10 @@ def align_spans_reference(student_spans: Spans, teacher_spans: Spans) -> tuple[l
             cur_s, cur_t = [], []
             i += 1
             j += 1
+    if gs:
+        boundary = es[gs[-1][-1]]
+        gs[-1] += [k for k in range(i, len(es)) if es[k] == boundary]
+        gt[-1] += [k for k in range(j, len(et)) if et[k] == boundary]
     return gs, gt
 
 

@@ -90,15 +90,13 @@ class RenderedDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"index": i}
+        return {"index": i, "item": self.items[i]}
 
 
 @dataclass
 class DistillCollator:
     """Pads rendered examples into the batch layout of the module docstring."""
 
-    dataset: RenderedDataset
-    """Where ``index`` points."""
     pad_id: int
     """Student pad token id."""
     teacher_pad_id: int | None = None
@@ -106,7 +104,7 @@ class DistillCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         idx = [int(f["index"]) for f in features]
-        items = [self.dataset.items[i] for i in idx]
+        items = [f["item"] for f in features]
         return collate_pair([it.student for it in items], [it.teacher for it in items], idx, self.pad_id,
                             self.teacher_pad_id)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from crossdistill.losses.closed_form import CLOSED_FORM, ce_value_and_grad, kd_value_and_grad
 from crossdistill.losses.divergences import resolve
 from crossdistill.losses.signal import TeacherSignal
 from crossdistill.losses.sparse import signal_divergence, sparse_divergence
@@ -112,6 +113,14 @@ def _transform(z: torch.Tensor, scale: float, softcap: float | None) -> torch.Te
     return z
 
 
+def _transform_grad(raw: torch.Tensor, scale: float, softcap: float | None) -> torch.Tensor | float | None:
+    """d transform / d raw, elementwise (None for the identity)."""
+    if softcap is None:
+        return None if scale == 1.0 else scale
+    th = torch.tanh(raw * (scale / softcap))
+    return (1.0 - th * th) * scale
+
+
 def _resolve_vocab(cfg: ChunkedLossConfig, v_student: int, v_teacher: int | None) -> int:
     vocab = cfg.vocab_size
     if vocab is None:
@@ -161,24 +170,59 @@ def _teacher_rows(teacher: TeacherHead | TeacherSignal | None, idx: torch.Tensor
     raise TypeError(f"teacher must be TeacherHead, TeacherSignal or None, got {type(teacher).__name__}")
 
 
-def _kd_chunk(
-    s_z: torch.Tensor, teacher: object, lo: int, hi: int, vocab: int, cfg: ChunkedLossConfig
-) -> torch.Tensor:
-    """KD sum of one chunk; ``s_z`` are the chunk's fp32 student logits ``[C, vocab]`` (graph attached)."""
-    temp = cfg.temperature
-    s_logp = torch.log_softmax(s_z / temp if temp != 1.0 else s_z, dim=-1)
+def _teacher_chunk(teacher: object, lo: int, hi: int, vocab: int, cfg: ChunkedLossConfig) -> TeacherSignal:
+    """The teacher for target rows ``lo:hi``: dense fp32 logits ``[C, vocab]`` or the sparse rows."""
     if isinstance(teacher, TeacherHead):
         with torch.no_grad():
-            t_z = teacher.hidden[lo:hi] @ teacher.weight.T
+            t_z = teacher.hidden[lo:hi] @ teacher.weight.T  # [C, V_t_pad]
             if teacher.bias is not None:
                 t_z = t_z + teacher.bias
-            t_z = _transform(t_z.float(), cfg.teacher_logit_scale, cfg.teacher_softcap)[:, :vocab]
-        signal = TeacherSignal.dense(t_z)
-    else:
-        signal = teacher.select(slice(lo, hi))
-        if not signal.is_sparse:
-            signal = TeacherSignal.dense(signal.logits[:, :vocab].float())
-    return signal_divergence(cfg.divergence, s_logp, signal, temp, **cfg.divergence_params).sum()
+            return TeacherSignal.dense(_transform(t_z.float(), cfg.teacher_logit_scale, cfg.teacher_softcap)[:, :vocab])
+    signal = teacher.select(slice(lo, hi))
+    if signal.is_sparse:
+        return signal
+    return TeacherSignal.dense(signal.logits[:, :vocab].detach().float())
+
+
+def _chunk_grads(
+    raw: torch.Tensor, targets: torch.Tensor, teacher: object, lo: int, hi: int, vocab: int, cfg: ChunkedLossConfig,
+    terms: list[str],
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """Term -> (sum, ∂sum/∂raw ``[C, V_pad]``) for one chunk of fp32 raw student logits ``raw [C, V_pad]``."""
+    out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    signal = _teacher_chunk(teacher, lo, hi, vocab, cfg) if "kd" in terms else None
+    canonical = resolve(cfg.divergence, cfg.divergence_params)[0]
+    closed = signal is None or (not signal.is_sparse and canonical in CLOSED_FORM)
+    if closed:
+        with torch.no_grad():
+            z = _transform(raw, cfg.student_logit_scale, cfg.student_softcap)[:, :vocab]
+            if "ce" in terms:
+                out["ce"] = ce_value_and_grad(z, targets)
+            if "kd" in terms:
+                out["kd"] = kd_value_and_grad(cfg.divergence, cfg.divergence_params, z, signal.logits, cfg.temperature)
+            del z
+            chain = _transform_grad(raw, cfg.student_logit_scale, cfg.student_softcap)
+            for t, (value, dz) in out.items():
+                if chain is not None:
+                    dz = dz * (chain[:, :vocab] if isinstance(chain, torch.Tensor) else chain)
+                if vocab < raw.shape[1]:  # padded head: the padding columns get exactly zero gradient
+                    dz = torch.nn.functional.pad(dz, (0, raw.shape[1] - vocab))
+                out[t] = (value, dz)
+        return out
+    raw = raw.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = _transform(raw, cfg.student_logit_scale, cfg.student_softcap)[:, :vocab]
+        values = {}
+        if "ce" in terms:
+            values["ce"] = F.cross_entropy(z, targets, reduction="sum")
+        if "kd" in terms:
+            temp = cfg.temperature
+            s_logp = torch.log_softmax(z / temp if temp != 1.0 else z, dim=-1)
+            values["kd"] = signal_divergence(cfg.divergence, s_logp, signal, temp, **cfg.divergence_params).sum()
+        for i, t in enumerate(terms):
+            (dz,) = torch.autograd.grad(values[t], raw, retain_graph=i + 1 < len(terms))
+            out[t] = (values[t].detach(), dz)
+    return out
 
 
 class _FusedDistill(torch.autograd.Function):
@@ -203,34 +247,27 @@ class _FusedDistill(torch.autograd.Function):
             raw = h_c @ w.T  # [C, V_pad], GEMM in the weight's dtype
             if bias is not None:
                 raw = raw + bias.detach()
-            raw = raw.float().requires_grad_(True)
-            with torch.enable_grad():
-                z = _transform(raw, cfg.student_logit_scale, cfg.student_softcap)[:, :vocab]
-                values = {}
-                if "ce" in terms:
-                    values["ce"] = F.cross_entropy(z, targets[lo:hi], reduction="sum")
-                if "kd" in terms:
-                    values["kd"] = _kd_chunk(z, teacher, lo, hi, vocab, cfg)
-                for i, t in enumerate(terms):
-                    (dz,) = torch.autograd.grad(values[t], raw, retain_graph=i + 1 < len(terms))
-                    sums[t] += values[t].detach()
-                    dz_w = dz.to(w.dtype)  # [C, V_pad]
-                    g_h[t][lo:hi] = (dz_w @ w).float()
-                    if need_w:
-                        if w.dtype == acc:
-                            g_w[t].addmm_(dz_w.T, h_c)
-                        else:
-                            g_w[t] += (dz_w.T @ h_c).float()
-                    if need_b:
-                        g_b[t] += dz.sum(0)
-            del raw, z, values
+            raw = raw.float()
+            for t, (value, dz) in _chunk_grads(raw, targets[lo:hi], teacher, lo, hi, vocab, cfg, terms).items():
+                sums[t] += value
+                dz_w = dz.to(w.dtype)  # [C, V_pad]
+                g_h[t][lo:hi] = (dz_w @ w).float()
+                if need_w:
+                    if w.dtype == acc:
+                        g_w[t].addmm_(dz_w.T, h_c)
+                    else:
+                        g_w[t] += (dz_w.T @ h_c).float()
+                if need_b:
+                    g_b[t] += dz.sum(0)
+                del dz, dz_w
+            del raw
         ctx.terms = terms
         ctx.n = n
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.save_for_backward(idx)
         ctx.grads = (g_h, g_w, g_b)
-        out = [sums.get("ce", torch.zeros((), dtype=acc, device=hidden.device)), sums.get("kd", torch.zeros((), dtype=acc, device=hidden.device))]
-        return tuple(out)
+        zero = torch.zeros((), dtype=acc, device=hidden.device)
+        return sums.get("ce", zero), sums.get("kd", zero.clone())
 
     @staticmethod
     def backward(ctx, grad_ce, grad_kd):  # noqa: D102

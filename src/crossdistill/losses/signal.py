@@ -111,7 +111,7 @@ class TeacherSignal:
     ) -> TeacherSignal:
         """Sparse signal; ``tail_logmass`` defaults to log(1 − Σ exp(logprobs)), computed in log space."""
         if tail_logmass is None:
-            tail_logmass = log1mexp(torch.logsumexp(logprobs.float(), dim=-1))
+            tail_logmass = log1mexp(torch.logsumexp(logprobs.to(torch.promote_types(logprobs.dtype, torch.float32)), dim=-1))
         return cls(ids=ids.long(), logprobs=logprobs, tail_logmass=tail_logmass, policy=policy)
 
     @classmethod
@@ -124,7 +124,7 @@ class TeacherSignal:
         """
         if not 1 <= k <= logits.shape[-1]:
             raise ValueError(f"k={k} must be in [1, V={logits.shape[-1]}]")
-        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature, dim=-1)
         kept, ids = logp.topk(k, dim=-1)
         rest = logp.scatter(-1, ids, -math.inf)
         tail = torch.logsumexp(rest, dim=-1) if k < logp.shape[-1] else torch.full_like(kept[:, 0], -math.inf)

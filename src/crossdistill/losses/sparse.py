@@ -76,7 +76,7 @@ def sparse_divergence(
         )
     t_kept_logp = t_kept_logp.to(s_logp.dtype)
     if policy == "renormalize":
-        if needs_full_teacher_support(canonical, params):
+        if ids.shape[-1] < s_logp.shape[-1] and needs_full_teacher_support(canonical, params):
             raise ValueError(
                 f"divergence {canonical!r} {params or ''} {_INFINITE_UNDER_RENORMALIZE}: a top-k teacher under "
                 "policy 'renormalize' has zeros outside its k ids; use policy='tail_bucket' or a forward divergence"

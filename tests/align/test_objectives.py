@@ -1,0 +1,69 @@
+"""The ``uld`` and ``gold_hybrid`` training objectives on a real cross-tokenizer batch.
+Run: python -m pytest tests/align/test_objectives.py -q"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crossdistill.data.render import collate_rendered, render
+from crossdistill.positions import shift_targets
+from crossdistill.losses.objective import combine_terms
+from crossdistill.train.objectives import StepContext, get_objective
+
+MESSAGES = [{"role": "user", "content": "Add 12 and 30."}]
+TEXTS = ["The answer is 42. 🚀", "日本語 e\u0301 42"]
+
+
+def make_ctx(tokenizers, s_kind="bpe", t_kind="unigram", with_alignment=False):
+    ts, tt = tokenizers[s_kind], tokenizers[t_kind]
+    bs = collate_rendered([render(ts, MESSAGES, x) for x in TEXTS], ts.pad_token_id)
+    bt = collate_rendered([render(tt, MESSAGES, x) for x in TEXTS], tt.pad_token_id)
+    ys, ms = shift_targets(bs["labels"])
+    yt, mt = shift_targets(bt["labels"])
+    torch.manual_seed(0)
+    B, T = bs["input_ids"].shape
+    H = 16
+    hidden = torch.randn(B, T, H, requires_grad=True)
+    w = torch.randn(len(ts), H, requires_grad=True)
+    zt = torch.randn(B, bt["input_ids"].shape[1], len(tt), requires_grad=True)
+    ctx = StepContext(student_hidden=hidden, lm_head_weight=w, targets=ys, mask=ms, vocab_size=len(ts),
+                      teacher_logits=zt, teacher_targets=yt, teacher_mask=mt, teacher_batch=bt, batch=bs,
+                      student_tokenizer=ts, teacher_tokenizer=tt, teacher_vocab_size=len(tt))
+    return ctx, hidden, w, zt
+
+
+@pytest.mark.parametrize("name,params", [("uld", {}), ("uld", {"variant": "positional", "top_k": None}),
+                                         ("uld", {"merge": "bayesian", "top_k": None}), ("gold_hybrid", {}),
+                                         ("gold_hybrid", {"top_k": 8, "matched_weight": 1.0,
+                                                          "unmatched_weight": 0.5})])
+def test_objective_terms_and_gradients(tokenizers, tmp_path, monkeypatch, name, params):
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path))
+    spec = get_objective(name)
+    assert spec.cross_tokenizer and spec.default_weights["ce"] == 1.0  # contract 10: CE on by default
+    assert set(params) <= set(spec.params)
+    ctx, hidden, w, zt = make_ctx(tokenizers)
+    out = spec.fn(ctx, **params)
+    assert out.count == ctx.num_targets
+    assert all(torch.isfinite(v) for v in out.terms.values())
+    combined = combine_terms(out.terms, spec.default_weights, out.count, soft_terms=spec.soft_terms)
+    combined.loss.backward()
+    assert hidden.grad.abs().sum() > 0 and w.grad.abs().sum() > 0
+    assert zt.grad is None
+    assert set(combined.terms) == set(spec.default_weights)
+
+
+def test_same_tokenizer_pair_uld_is_finite_and_alignment_identity(tokenizers):
+    ctx, *_ = make_ctx(tokenizers, "wordpiece", "wordpiece")
+    out = get_objective("uld").fn(ctx)
+    assert ctx.alignment.identity and torch.isfinite(out.terms["uld"])
+
+
+def test_missing_inputs_error(tokenizers):
+    ctx, *_ = make_ctx(tokenizers)
+    ctx.batch = None
+    with pytest.raises(ValueError, match="collate_rendered"):
+        get_objective("uld").fn(ctx)
+    ctx, *_ = make_ctx(tokenizers)
+    with pytest.raises(ValueError, match="variant"):
+        get_objective("uld").fn(ctx, variant="magic")

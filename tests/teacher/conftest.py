@@ -1,0 +1,64 @@
+"""Fixtures for the teacher-cache tests: a small mixed-format dataset and caches built from the tiny teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from crossdistill.testing.tiny import CORPUS
+from crossdistill.teacher.config import CacheConfig
+from crossdistill.teacher.writer import build_cache
+
+
+def write_dataset(path: Path, n: int = 8, shift: int = 0) -> Path:
+    """``n`` examples cycling through the three formats (messages, prompt+completion, text), unicode included."""
+    rows = []
+    for i in range(n):
+        a, b = CORPUS[(i + shift) % 11], CORPUS[(i + shift + 4) % 11]
+        if i % 3 == 0:
+            rows.append({"messages": [{"role": "user", "content": a}, {"role": "assistant", "content": b}]})
+        elif i % 3 == 1:
+            rows.append({"prompt": a, "completion": b})
+        else:
+            rows.append({"text": a})
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("cache-data") / "data.jsonl")
+
+
+@pytest.fixture(scope="session")
+def make_cache(model_paths, cache_dataset, tmp_path_factory):
+    """``make_cache(name, **settings) -> (CacheConfig, Manifest)``: build a cache of the tiny BPE teacher."""
+
+    def make(name: str, **settings):
+        out = tmp_path_factory.mktemp("caches") / name
+        base = dict(teacher=str(model_paths["teacher_bpe"]), data=str(cache_dataset), output=str(out), k=8,
+                    examples_per_shard=3, batch_size=2)
+        cfg = CacheConfig(**{**base, **settings})
+        return cfg, build_cache(cfg, progress=False)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def topk_cache(make_cache):
+    """The default-format (fp16 values) top-8 cache, 8 examples in 3 shards."""
+    return make_cache("topk")
+
+
+@pytest.fixture(scope="session")
+def student_same_vocab(tokenizer_paths, tiny_dir):
+    """A Llama-style student that loads EXACTLY the teacher's tokenizer.
+
+    (``model_paths["student_bpe"]`` is a Qwen2 model: transformers 5 rebuilds its tokenizer as a Qwen2 tokenizer
+    with an NFC normalizer and Qwen's pre-tokenizer regex, so its hash — and some tokenizations — differ.)
+    """
+    from crossdistill.testing.tiny import save_model
+
+    return save_model("llama", tokenizer_paths["bpe"], tiny_dir / "student_bpe_llama", hidden=32, seed=2)
