@@ -84,7 +84,9 @@ def _worker(impl: str, div: str, n: int, v: int, h: int, chunk: int, repeats: in
             logits = (hidden @ weight.T)[None]  # [1, N, V]
             with torch.no_grad():
                 t_logits = (t_hidden @ t_weight.T)[None]
-            loss = GKDTrainer.generalized_jsd_loss(logits, t_logits, beta=beta, temperature=temperature, reduction="sum")
+            loss = GKDTrainer.generalized_jsd_loss(
+                logits, t_logits, beta=beta, temperature=temperature, reduction="sum"
+            )
             loss.backward()
             return loss
 
@@ -134,8 +136,8 @@ def _available(impl: str) -> bool:
 
 
 def _run_one(args, impl: str, div: str, n: int) -> dict | None:
-    cmd = [sys.executable, __file__, "--worker", impl, div, str(n), str(args.vocab), str(args.hidden), str(args.chunk_size),
-           str(args.repeats), str(args.temperature)]  # fmt: skip
+    sizes = (n, args.vocab, args.hidden, args.chunk_size, args.repeats, args.temperature)
+    cmd = [sys.executable, __file__, "--worker", impl, div, *map(str, sizes)]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", TRL_EXPERIMENTAL_SILENCE="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=1024, help="hidden size H (student and teacher)")
     parser.add_argument("--divs", nargs="+", default=list(DIVS), choices=list(DIVS), help="divergences")
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS, help="implementations")
-    parser.add_argument("--chunk-size", type=int, default=1024, help="chunked: target tokens per chunk")
+    parser.add_argument("--chunk-size", type=int, default=512, help="chunked: target tokens per chunk")
     parser.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
     parser.add_argument("--repeats", type=int, default=2, help="forward+backward passes per configuration")
     parser.add_argument("--max-naive-mb", type=float, default=16000, help="skip full-logit runs predicted above this")

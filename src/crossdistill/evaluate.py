@@ -305,13 +305,15 @@ def result_from(name: str, out: ForwardOutputs) -> EvalResult:
 def evaluate_models(students: dict[str, tuple[torch.nn.Module, Any]], records: Sequence[dict[str, Any]], *,
                     teacher: tuple[torch.nn.Module, Any] | None = None,
                     teacher_outputs: ForwardOutputs | None = None, teacher_result: EvalResult | None = None,
-                    generate: bool = True, max_new_tokens: int = 64, batch_size: int = 8, max_length: int = 512,
-                    progress: bool = True) -> tuple[dict[str, EvalResult], ForwardOutputs | None]:
+                    generate: bool = True, teacher_generate: bool | None = None, max_new_tokens: int = 64,
+                    batch_size: int = 8, max_length: int = 512, progress: bool = True) -> tuple[dict[str, EvalResult], ForwardOutputs | None]:
     """Evaluate several models on the same held-out ``records``; the teacher is scored (and generates) once.
 
     Args:
         students: name -> (model, tokenizer).
         teacher: (model, tokenizer) for agreement and the teacher's own row; its row is named ``teacher``.
+        generate: measure task accuracy of the students by greedy generation.
+        teacher_generate: the same for the teacher (default: ``generate``).
         teacher_outputs / teacher_result: reuse an earlier pass of the same teacher on the same records (the demo
             evaluates students at several points and scores the teacher once).
 
@@ -326,7 +328,7 @@ def evaluate_models(students: dict[str, tuple[torch.nn.Module, Any]], records: S
                                               progress=progress, desc="score teacher")
         if teacher_result is None:
             teacher_result = result_from("teacher", teacher_outputs)
-            if generate:
+            if generate if teacher_generate is None else teacher_generate:
                 acc, n, samples = task_accuracy(t_model, t_tok, records, max_new_tokens=max_new_tokens,
                                                 batch_size=batch_size, progress=progress, desc="generate teacher")
                 teacher_result.accuracy, teacher_result.scored, teacher_result.samples = acc, n, samples

@@ -148,6 +148,13 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def vocab_hash(tokenizer: Any) -> str:
+    """sha256 of the id <-> token-string map only (``get_vocab``): equal for two loadings of one vocabulary whose
+    normalizer or pre-tokenizer differ (which changes how text is split, not what an id means)."""
+    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
+
+
 def dataset_fingerprint(examples: Iterable[Any]) -> str:
     """sha256 over the canonical JSON of every example, in order (so reordering is a different dataset)."""
     h = hashlib.sha256()

@@ -22,7 +22,9 @@ PARAMS = {
 }
 
 
-def naive_per_token(name: str, s_logits: torch.Tensor, t_logits: torch.Tensor, temp: float, params: dict) -> torch.Tensor:
+def naive_per_token(
+    name: str, s_logits: torch.Tensor, t_logits: torch.Tensor, temp: float, params: dict
+) -> torch.Tensor:
     """Independent reference: probabilities, explicit sums, [M, V] -> [M]."""
     name = ALIASES.get(name, name)
     q = torch.softmax(s_logits / temp, -1)
@@ -94,7 +96,9 @@ def run_naive(hidden, weight, bias, targets, t_logits, cfg, vocab):
     h = hidden.clone().requires_grad_()
     w = weight.clone().requires_grad_()
     b = bias.clone().requires_grad_() if bias is not None else None
-    ce, kd = naive_sums(h, w, b, targets, t_logits, cfg.divergence, cfg.divergence_params, cfg.temperature, cfg.ignore_index, vocab)
+    ce, kd = naive_sums(
+        h, w, b, targets, t_logits, cfg.divergence, cfg.divergence_params, cfg.temperature, cfg.ignore_index, vocab
+    )
     (ce + 0.7 * kd).backward()
     return ce, kd, h.grad, w.grad, None if b is None else b.grad
 
@@ -108,7 +112,9 @@ def assert_close(a, b, atol):
 def test_fp32_matches_naive_every_divergence(name, teacher_kind):
     # B=3, T=47 flattened; H_s=31 != H_t=19; V=123; chunk 16 leaves a smaller last chunk; T=2; ignore_index=42.
     hidden, weight, bias, t_hidden, t_weight, targets = make_case(ignore_index=42)
-    cfg = ChunkedLossConfig(divergence=name, divergence_params=PARAMS[name], temperature=2.0, chunk_size=16, ignore_index=42)
+    cfg = ChunkedLossConfig(
+        divergence=name, divergence_params=PARAMS[name], temperature=2.0, chunk_size=16, ignore_index=42
+    )
     t_logits = t_hidden @ t_weight.T
     teacher = TeacherHead(t_hidden, t_weight) if teacher_kind == "head" else TeacherSignal.dense(t_logits)
     out, gh, gw, gb = run_fused(hidden, weight, bias, targets, teacher, cfg)
@@ -151,7 +157,7 @@ def test_chunk_size_does_not_change_the_result():
     for c in (1, 7, 64):
         got = run_fused(hidden, weight, bias, targets, teacher, ChunkedLossConfig(chunk_size=c))
         assert_close(got[0].sums["kd"], ref[0].sums["kd"], 1e-4)
-        for a, b in zip(got[1:], ref[1:]):
+        for a, b in zip(got[1:], ref[1:], strict=True):
             assert_close(a, b, 1e-5)
 
 
@@ -204,7 +210,12 @@ def test_frozen_head_gets_no_weight_grad():
 def test_softcap_and_logit_scale_match_naive():
     hidden, weight, bias, t_hidden, t_weight, targets = make_case(seed=11)
     cfg = ChunkedLossConfig(
-        divergence="rkl", chunk_size=16, student_logit_scale=0.5, student_softcap=3.0, teacher_logit_scale=2.0, teacher_softcap=5.0
+        divergence="rkl",
+        chunk_size=16,
+        student_logit_scale=0.5,
+        student_softcap=3.0,
+        teacher_logit_scale=2.0,
+        teacher_softcap=5.0,
     )
     h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
     out = fused_distill_loss(h, w, targets, TeacherHead(t_hidden, t_weight), cfg)
@@ -244,13 +255,30 @@ def test_micro_batches_with_global_count_equal_the_whole_batch():
     torch.testing.assert_close(sum(p[2] for p in parts), whole_gw, atol=1e-6, rtol=0)
 
 
+def test_shared_gradient_buffer_with_grad_weights_hint():
+    hidden, weight, bias, t_hidden, t_weight, targets = make_case(seed=19)
+    teacher = TeacherHead(t_hidden, t_weight)
+    base = dict(divergence="jsd", divergence_params={"beta": 0.3}, temperature=2.0, chunk_size=16)
+    ref = run_fused(hidden, weight, bias, targets, teacher, ChunkedLossConfig(**base))  # ce + 0.7 * kd
+    hinted = ChunkedLossConfig(**base, grad_weights={"ce": 2.0, "kd": 1.4})  # same ratio, other scale
+    got = run_fused(hidden, weight, bias, targets, teacher, hinted)
+    for a, b in zip(got[1:], ref[1:], strict=True):
+        assert_close(a, b, 1e-5)
+    h = hidden.clone().requires_grad_()
+    out = fused_distill_loss(h, weight, targets, teacher, hinted)
+    with pytest.raises(RuntimeError, match="grad_weights=.*promised"):
+        (out.sums["ce"] + out.sums["kd"]).backward()
+
+
 def test_logits_path_equals_fused_path():
     hidden, weight, bias, t_hidden, t_weight, targets = make_case(seed=17)
     cfg = ChunkedLossConfig(divergence="skl", divergence_params={"alpha": 0.2}, temperature=1.7, chunk_size=9)
     fused = run_fused(hidden, weight, bias, targets, TeacherHead(t_hidden, t_weight), cfg)
     h = hidden.clone().requires_grad_()
     logits = h @ weight.T + bias
-    plain = distill_loss_from_logits(logits.view(3, 47, -1), targets.view(3, 47), (t_hidden @ t_weight.T).view(3, 47, -1), cfg)
+    plain = distill_loss_from_logits(
+        logits.view(3, 47, -1), targets.view(3, 47), (t_hidden @ t_weight.T).view(3, 47, -1), cfg
+    )
     (plain.sums["ce"] + 0.7 * plain.sums["kd"]).backward()
     assert plain.num_targets == fused[0].num_targets
     assert_close(plain.sums["kd"], fused[0].sums["kd"], 1e-4)

@@ -46,7 +46,9 @@ def test_jsd_limits_and_endpoint_jump():
     assert tiny < 1e-5 < float(divergence("jsd", Q.log(), P.log(), beta=0.0))
 
 
-@pytest.mark.parametrize(("temperature", "kl", "t2kl"), [(1, 0.417024, 0.417024), (2, 0.098897, 0.395587), (4, 0.023095, 0.369524)])
+@pytest.mark.parametrize(
+    ("temperature", "kl", "t2kl"), [(1, 0.417024, 0.417024), (2, 0.098897, 0.395587), (4, 0.023095, 0.369524)]
+)
 def test_temperature_table(temperature, kl, t2kl):
     t = torch.tensor([2.0, 1.0, 0.1], dtype=torch.float64)
     s = torch.tensor([0.5, 1.5, -0.3], dtype=torch.float64)
@@ -59,7 +61,7 @@ def test_temperature_table(temperature, kl, t2kl):
 
 
 def _np_kl(a, b):
-    return float(sum(x * (math.log(x) - math.log(y)) for x, y in zip(a, b) if x > 0))
+    return float(sum(x * (math.log(x) - math.log(y)) for x, y in zip(a, b, strict=True) if x > 0))
 
 
 def naive(name, q, p, **params):

@@ -39,7 +39,15 @@ def test_micro_batches_with_global_count_equal_whole_batch():
     w = {"ce": 0.3, "kd": 0.7}
     whole = combine_terms({"ce": (per_tok_ce * mask).sum(), "kd": (per_tok_kd * mask).sum()}, w, count, temperature=2.0)
     parts = [
-        combine_terms({"ce": (per_tok_ce[i : i + 2] * mask[i : i + 2]).sum(), "kd": (per_tok_kd[i : i + 2] * mask[i : i + 2]).sum()}, w, count, temperature=2.0)
+        combine_terms(
+            {
+                "ce": (per_tok_ce[i : i + 2] * mask[i : i + 2]).sum(),
+                "kd": (per_tok_kd[i : i + 2] * mask[i : i + 2]).sum(),
+            },
+            w,
+            count,
+            temperature=2.0,
+        )
         for i in range(0, 8, 2)
     ]
     assert abs(float(sum(p.loss for p in parts)) - float(whole.loss)) < 1e-12

@@ -64,3 +64,15 @@ def test_paper_grids_have_the_documented_sizes():
     assert len(grid_points(DISTILLATION, {**DISTILLATION.paper_grid, "log_A": (0,), "log_B": (0,)})) == 216000 // 25
     lo = np.array(SUPERVISED.bounds)[:, 0]
     assert (grid_points(SUPERVISED) >= lo).all()  # exponents of 0 are clipped into the L-BFGS-B box
+
+
+def test_fast_distillation_grid_scores_equal_the_batched_objective(data):
+    from crossdistill.scaling.objective import huber_value
+
+    data = {**data, "log_l": np.log(student_loss(data["N"], data["D"], data["LT"])) + 0.003}
+    grid = {**DISTILLATION.paper_grid, "log_A": (5, 10), "log_B": (5,), "c0": (0.5, 1.5)}
+    pts = grid_points(DISTILLATION, grid)
+    fast = DISTILLATION.grid_scores(pts, data, 1e-4)
+    ref = huber_value(DISTILLATION.predict_batch(pts, data), data["log_l"], 1e-4)
+    np.testing.assert_allclose(fast, ref, rtol=1e-12)
+    np.testing.assert_allclose(ref, huber_objective(DISTILLATION.predict_batch(pts, data), data["log_l"], 1e-4)[0])

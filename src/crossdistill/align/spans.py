@@ -213,6 +213,14 @@ class BatchAlignment:
         """True when every group has exactly one token on each side."""
         return self.student_rows.numel() == self.teacher_rows.numel() == self.num_groups
 
+    def flat(self, student_mask: torch.Tensor, teacher_mask: torch.Tensor) -> BatchAlignment:
+        """The same alignment with rows indexing the FLATTENED ``[B * T]`` logits of each side instead of the
+        target rows, so a loss can take ``logits.reshape(B * T, V)`` without copying ``logits[mask]``."""
+        s_pos = torch.nonzero(student_mask.reshape(-1)).squeeze(-1)
+        t_pos = torch.nonzero(teacher_mask.reshape(-1)).squeeze(-1)
+        return BatchAlignment(s_pos[self.student_rows], self.student_groups, t_pos[self.teacher_rows],
+                              self.teacher_groups, self.num_groups, self.group_example)
+
     def to(self, device: torch.device | str) -> BatchAlignment:
         return BatchAlignment(self.student_rows.to(device), self.student_groups.to(device),
                               self.teacher_rows.to(device), self.teacher_groups.to(device), self.num_groups,

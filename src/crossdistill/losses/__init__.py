@@ -5,6 +5,13 @@ Cross-tokenizer losses live in their own modules (``uld``, ``hybrid``, ``mlot``,
 from there.
 """
 
+from crossdistill.losses.chunked import (
+    ChunkedLossConfig,
+    LossSums,
+    TeacherHead,
+    distill_loss_from_logits,
+    fused_distill_loss,
+)
 from crossdistill.losses.divergences import (
     ALIASES,
     DIVERGENCES,
@@ -20,9 +27,17 @@ from crossdistill.losses.divergences import (
 )
 from crossdistill.losses.objective import Objective, combine_terms, normalize
 from crossdistill.losses.signal import POLICIES, TeacherSignal
+from crossdistill.losses.sparse import signal_divergence, sparse_divergence
 
 __all__ = [
     "ALIASES",
+    "ChunkedLossConfig",
+    "LossSums",
+    "TeacherHead",
+    "distill_loss_from_logits",
+    "fused_distill_loss",
+    "signal_divergence",
+    "sparse_divergence",
     "DIVERGENCES",
     "POLICIES",
     "Objective",

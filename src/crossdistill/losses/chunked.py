@@ -44,7 +44,7 @@ class ChunkedLossConfig:
     temperature: float = 1.0
     """Distillation temperature: both models' logits are divided by it for the KD term (not for CE). No T² here."""
 
-    chunk_size: int = 1024
+    chunk_size: int = 512
     """Target tokens per chunk (a fixed token count, never a fixed number of chunks)."""
 
     ignore_index: int = -100
@@ -55,6 +55,12 @@ class ChunkedLossConfig:
 
     compute_ce: bool = True
     """Also return the student's cross-entropy sum on the targets (at temperature 1)."""
+
+    grad_weights: dict[str, float] | None = None
+    """Optional memory saver for CE + KD: the factors the caller will multiply the ``"ce"`` and ``"kd"`` sums by in
+    the final loss, up to one common scale (e.g. ``{"ce": w_ce, "kd": w_kd * T**2}``). The two terms then share one
+    gradient buffer instead of two; backward checks that the incoming gradients have these proportions and raises
+    otherwise. None (default): separate buffers, any weighting works."""
 
     student_logit_scale: float = 1.0
     """Multiplier applied to the student's raw logits (e.g. ``1 / logits_scaling`` for Granite)."""
@@ -72,6 +78,8 @@ class ChunkedLossConfig:
         resolve(self.divergence, self.divergence_params)  # fails now, with the accepted names, not mid-training
         if not self.temperature > 0:
             raise ValueError(f"temperature={self.temperature} must be > 0")
+        if self.grad_weights is not None and set(self.grad_weights) != {"ce", "kd"}:
+            raise ValueError(f"grad_weights must have exactly the keys 'ce' and 'kd', got {sorted(self.grad_weights)}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size={self.chunk_size} must be a positive number of target tokens")
         for name in ("student_softcap", "teacher_softcap"):
@@ -103,6 +111,11 @@ class LossSums:
 
     num_targets: int
     """Number of target positions in this micro-batch (add these up across the step for the global count)."""
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Logits go to at least fp32 for the loss (bf16/fp16 -> fp32; fp64 stays fp64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _transform(z: torch.Tensor, scale: float, softcap: float | None) -> torch.Tensor:
@@ -164,8 +177,7 @@ def _teacher_rows(teacher: TeacherHead | TeacherSignal | None, idx: torch.Tensor
         if rows == idx.numel():
             return teacher
         raise ValueError(
-            f"TeacherSignal has {rows} rows; expected one per position ({n}) or one per target position "
-            f"({idx.numel()})"
+            f"TeacherSignal has {rows} rows; expected one per position ({n}) or one per target position ({idx.numel()})"
         )
     raise TypeError(f"teacher must be TeacherHead, TeacherSignal or None, got {type(teacher).__name__}")
 
@@ -177,11 +189,13 @@ def _teacher_chunk(teacher: object, lo: int, hi: int, vocab: int, cfg: ChunkedLo
             t_z = teacher.hidden[lo:hi] @ teacher.weight.T  # [C, V_t_pad]
             if teacher.bias is not None:
                 t_z = t_z + teacher.bias
-            return TeacherSignal.dense(_transform(t_z.float(), cfg.teacher_logit_scale, cfg.teacher_softcap)[:, :vocab])
+            return TeacherSignal.dense(
+                _transform(_upcast(t_z), cfg.teacher_logit_scale, cfg.teacher_softcap)[:, :vocab]
+            )
     signal = teacher.select(slice(lo, hi))
     if signal.is_sparse:
         return signal
-    return TeacherSignal.dense(signal.logits[:, :vocab].detach().float())
+    return TeacherSignal.dense(_upcast(signal.logits[:, :vocab].detach()))
 
 
 def _chunk_grads(
@@ -225,6 +239,19 @@ def _chunk_grads(
     return out
 
 
+def _mix_scale(mix: dict[str, float], grad_ce: torch.Tensor, grad_kd: torch.Tensor) -> torch.Tensor:
+    """The common scale s with (grad_ce, grad_kd) = s · (w_ce, w_kd); raises if the loss used other proportions."""
+    w_ce, w_kd = float(mix["ce"]), float(mix["kd"])
+    lhs, rhs = float(grad_ce) * w_kd, float(grad_kd) * w_ce
+    if abs(lhs - rhs) > 1e-6 * max(abs(lhs), abs(rhs), 1e-30):
+        raise RuntimeError(
+            f"ChunkedLossConfig.grad_weights={mix} promised the loss weights 'ce' and 'kd' in that ratio, but the "
+            f"incoming gradients are ce={float(grad_ce):.6g}, kd={float(grad_kd):.6g}; pass the weights (with T²) "
+            "you actually use in the loss, or grad_weights=None"
+        )
+    return grad_kd / w_kd if w_kd != 0 else grad_ce / w_ce
+
+
 class _FusedDistill(torch.autograd.Function):
     """Forward computes both term sums AND their gradients chunk by chunk; backward only scales them."""
 
@@ -233,13 +260,15 @@ class _FusedDistill(torch.autograd.Function):
         n, h = hidden.shape
         m = idx.numel()
         terms = (["ce"] if cfg.compute_ce else []) + (["kd"] if teacher is not None else [])
+        mix = cfg.grad_weights if len(terms) == 2 and cfg.grad_weights is not None else None
+        groups = ["mix"] if mix else terms  # one gradient buffer per group
         need_w, need_b = weight.requires_grad, bias is not None and bias.requires_grad
         h_sel = hidden.detach().index_select(0, idx)  # [M, H]: masked positions never reach the matmul
         w = weight.detach()
-        acc = torch.float32
-        g_h = {t: torch.zeros(m, h, dtype=acc, device=hidden.device) for t in terms}
-        g_w = {t: torch.zeros(w.shape, dtype=acc, device=w.device) for t in terms} if need_w else {}
-        g_b = {t: torch.zeros(w.shape[0], dtype=acc, device=w.device) for t in terms} if need_b else {}
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32 accumulation (fp64 stays fp64)
+        g_h = {t: torch.zeros(m, h, dtype=acc, device=hidden.device) for t in groups}
+        g_w = {t: torch.zeros(w.shape, dtype=acc, device=w.device) for t in groups} if need_w else {}
+        g_b = {t: torch.zeros(w.shape[0], dtype=acc, device=w.device) for t in groups} if need_b else {}
         sums = {t: torch.zeros((), dtype=acc, device=hidden.device) for t in terms}
         for lo in range(0, m, cfg.chunk_size):
             hi = min(lo + cfg.chunk_size, m)
@@ -247,21 +276,27 @@ class _FusedDistill(torch.autograd.Function):
             raw = h_c @ w.T  # [C, V_pad], GEMM in the weight's dtype
             if bias is not None:
                 raw = raw + bias.detach()
-            raw = raw.float()
+            raw = raw.to(acc)
+            grads = {}
             for t, (value, dz) in _chunk_grads(raw, targets[lo:hi], teacher, lo, hi, vocab, cfg, terms).items():
                 sums[t] += value
+                grads[t] = dz
+            del raw
+            if mix:
+                grads = {"mix": grads["ce"].mul_(float(mix["ce"])).add_(grads.pop("kd"), alpha=float(mix["kd"]))}
+            for t, dz in grads.items():
                 dz_w = dz.to(w.dtype)  # [C, V_pad]
-                g_h[t][lo:hi] = (dz_w @ w).float()
+                g_h[t][lo:hi] = dz_w @ w
                 if need_w:
                     if w.dtype == acc:
                         g_w[t].addmm_(dz_w.T, h_c)
                     else:
-                        g_w[t] += (dz_w.T @ h_c).float()
+                        g_w[t] += dz_w.T @ h_c
                 if need_b:
                     g_b[t] += dz.sum(0)
                 del dz, dz_w
-            del raw
-        ctx.terms = terms
+            del grads
+        ctx.mix = mix
         ctx.n = n
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.save_for_backward(idx)
@@ -272,17 +307,21 @@ class _FusedDistill(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_ce, grad_kd):  # noqa: D102
         (idx,) = ctx.saved_tensors
+        if ctx.grads is None:
+            raise RuntimeError("fused_distill_loss supports one backward pass per forward (gradients are consumed)")
         g_h, g_w, g_b = ctx.grads
-        scale = {"ce": grad_ce, "kd": grad_kd}
         h_dtype, w_dtype, b_dtype = ctx.dtypes
+        if ctx.mix:
+            scale = {"mix": _mix_scale(ctx.mix, grad_ce, grad_kd)}
+        else:
+            scale = {"ce": grad_ce, "kd": grad_kd}
 
         def combine(bufs: dict[str, torch.Tensor]) -> torch.Tensor | None:
-            if not bufs:
-                return None
+            # In place: the buffers are dropped after backward, so no extra [V, H] copy is made.
             total = None
             for t, buf in bufs.items():
-                part = buf * scale[t]
-                total = part if total is None else total + part
+                part = buf.mul_(scale[t])
+                total = part if total is None else total.add_(part)
             return total
 
         gh = combine(g_h)
@@ -335,9 +374,7 @@ def fused_distill_loss(
     if hidden.shape[0] != flat_targets.shape[0]:
         raise ValueError(f"student_hidden has {hidden.shape[0]} positions but targets has {flat_targets.shape[0]}")
     if student_weight.dim() != 2 or student_weight.shape[1] != hidden.shape[1]:
-        raise ValueError(
-            f"student_weight must be [V, H={hidden.shape[1]}], got {tuple(student_weight.shape)}"
-        )
+        raise ValueError(f"student_weight must be [V, H={hidden.shape[1]}], got {tuple(student_weight.shape)}")
     if teacher is None and not cfg.compute_ce:
         raise ValueError("nothing to compute: no teacher and compute_ce=False")
     v_teacher = None
@@ -345,7 +382,8 @@ def fused_distill_loss(
         v_teacher = teacher.weight.shape[0]
         if teacher.weight.shape[1] != teacher.hidden.shape[-1]:
             raise ValueError(
-                f"TeacherHead.weight {tuple(teacher.weight.shape)} does not match hidden size {teacher.hidden.shape[-1]}"
+                f"TeacherHead.weight {tuple(teacher.weight.shape)} does not match the teacher hidden size "
+                f"{teacher.hidden.shape[-1]}"
             )
     elif isinstance(teacher, TeacherSignal) and not teacher.is_sparse:
         v_teacher = teacher.logits.shape[-1]
@@ -392,16 +430,21 @@ def distill_loss_from_logits(
     vocab = _resolve_vocab(cfg, logits.shape[-1], v_teacher)
     _check_targets(flat_targets, vocab, logits.shape[-1], cfg.ignore_index)
     idx = (flat_targets != cfg.ignore_index).nonzero().squeeze(1)
-    z = logits.index_select(0, idx)[:, :vocab].float()
+    z = _upcast(logits.index_select(0, idx)[:, :vocab])
     sums = {}
     if cfg.compute_ce:
         sums["ce"] = F.cross_entropy(z, flat_targets.index_select(0, idx), reduction="sum")
     if teacher is not None:
         rows = _teacher_rows(teacher, idx, logits.shape[0])
         if not rows.is_sparse:
-            rows = TeacherSignal.dense(rows.logits[:, :vocab].detach().float())
+            rows = TeacherSignal.dense(_upcast(rows.logits[:, :vocab].detach()))
         else:
-            rows = TeacherSignal(ids=rows.ids, logprobs=rows.logprobs.detach(), tail_logmass=rows.tail_logmass.detach(), policy=rows.policy)
+            rows = TeacherSignal(
+                ids=rows.ids,
+                logprobs=rows.logprobs.detach(),
+                tail_logmass=rows.tail_logmass.detach(),
+                policy=rows.policy,
+            )
         s_logp = torch.log_softmax(z / cfg.temperature, dim=-1)
         sums["kd"] = signal_divergence(cfg.divergence, s_logp, rows, cfg.temperature, **cfg.divergence_params).sum()
     return LossSums(sums=sums, num_targets=int(idx.numel()))

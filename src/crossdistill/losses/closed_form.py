@@ -79,4 +79,6 @@ def kd_value_and_grad(
         value = beta * kl_t + (1.0 - beta) * kl_s.sum()
         grad = r.sub_(kl_s).mul_(p_s).mul_((1.0 - beta) * inv_t)
         return value, grad
-    raise ValueError(f"no closed-form gradient for divergence {canonical!r}; closed forms exist for {sorted(CLOSED_FORM)}")
+    raise ValueError(
+        f"no closed-form gradient for divergence {canonical!r}; closed forms exist for {sorted(CLOSED_FORM)}"
+    )

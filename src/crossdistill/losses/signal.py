@@ -111,7 +111,9 @@ class TeacherSignal:
     ) -> TeacherSignal:
         """Sparse signal; ``tail_logmass`` defaults to log(1 − Σ exp(logprobs)), computed in log space."""
         if tail_logmass is None:
-            tail_logmass = log1mexp(torch.logsumexp(logprobs.to(torch.promote_types(logprobs.dtype, torch.float32)), dim=-1))
+            tail_logmass = log1mexp(
+                torch.logsumexp(logprobs.to(torch.promote_types(logprobs.dtype, torch.float32)), dim=-1)
+            )
         return cls(ids=ids.long(), logprobs=logprobs, tail_logmass=tail_logmass, policy=policy)
 
     @classmethod

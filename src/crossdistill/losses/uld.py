@@ -97,11 +97,11 @@ def _up(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
-def _logsumexp_rows(z: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Row logsumexp in chunks of rows (bounds the [chunk, V] temporary)."""
-    if z.shape[0] <= chunk:
-        return torch.logsumexp(z, dim=-1)
-    return torch.cat([torch.logsumexp(z[i:i + chunk], dim=-1) for i in range(0, z.shape[0], chunk)])
+def _lse_of_rows(logits: torch.Tensor, rows: torch.Tensor, temperature: float, chunk: int = 512) -> torch.Tensor:
+    """``[n]`` logsumexp of ``logits[rows] / T``, gathering ``chunk`` rows at a time (bounds the temporary)."""
+    parts = [torch.logsumexp(_up(logits[rows[i:i + chunk]]) / temperature, dim=-1)
+             for i in range(0, rows.numel(), chunk)]
+    return torch.cat(parts) if parts else logits.new_zeros(0, dtype=torch.float32)
 
 
 # ------------------------------------------------------------------------------------------------- sides (dense)
@@ -109,13 +109,13 @@ def _logsumexp_rows(z: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
 
 @dataclass
 class _Side:
-    """One side's merged rows in a lazily evaluated form: p(v) = exp(z(v) / T − c) for the free row."""
+    """One side's merged rows, lazily: the merged vector of group g is p(v) = exp(z_free(v) / T − c_g)."""
 
-    logits: torch.Tensor | None  # [N, V] raw logits (dense)
-    signal: TeacherSignal | None  # sparse alternative
+    logits: torch.Tensor  # [N, V] raw logits (dense)
     temperature: float
     free: torch.Tensor  # [G] free row per group
     log_norm: torch.Tensor  # [G] c = lse(free row) − log scale
+    log_mass: torch.Tensor  # [G] log scale = log of the merged vector's total mass
 
     def dense_rows(self, idx: slice) -> tuple[torch.Tensor, torch.Tensor]:
         z = _up(self.logits[self.free[idx]]) / self.temperature
@@ -124,31 +124,32 @@ class _Side:
 
 def _prepare_dense(logits: torch.Tensor, targets: torch.Tensor | None, rows: torch.Tensor, groups: torch.Tensor,
                    num_groups: int, strategy: MergeStrategy, temperature: float) -> _Side:
+    """Normalizers of the aligned rows only (prompt / padding rows of ``logits`` are never touched)."""
     if not temperature > 0:
         raise ValueError(f"temperature={temperature} must be > 0")
     flags = free_flags(groups, strategy)
     free = rows[flags]
-    if num_groups == rows.numel():  # all groups single-token: no scale, only the free rows' normalizers
-        lse_free = _logsumexp_rows(_up(logits[free]) / temperature)
-        return _Side(logits, None, temperature, free, lse_free)
+    if num_groups == rows.numel():  # all groups single-token: no scale
+        lse_free = _lse_of_rows(logits, free, temperature)
+        return _Side(logits, temperature, free, lse_free, torch.zeros_like(lse_free))
     if targets is None:
         raise ValueError("multi-token groups need the targets (actual token ids) of every aligned row")
-    if bool((targets[rows] < 0).any()):
+    y = targets[rows]
+    if bool((y < 0).any()):
         raise ValueError("an aligned row has no target id (targets == -100 there); build the alignment from the same "
                          "shifted masks as the targets")
-    z = _up(logits) / temperature if temperature != 1.0 else _up(logits)
-    lse_all = _logsumexp_rows(z)
-    tl = (_up(logits[rows, targets[rows]]) / temperature) - lse_all[rows]
+    lse = _lse_of_rows(logits, rows, temperature)
+    tl = _up(logits[rows, y]) / temperature - lse
     scale = group_log_scale(tl, groups, num_groups, strategy)
-    return _Side(logits, None, temperature, free, lse_all[free] - scale)
+    return _Side(logits, temperature, free, lse[flags] - scale, scale)
 
 
 def _dense_topk(side: _Side, idx: slice, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     z, c = side.dense_rows(idx)
     top = z.topk(k, dim=-1, sorted=True).values
     p_top = torch.exp(top - c[:, None])
-    mass = torch.exp(torch.logsumexp(z, dim=-1) - c)
-    return p_top, mass - p_top.sum(-1)
+    # The merged row sums to exp(log scale) exactly (softmax times the scale), so the tail needs no second pass.
+    return p_top, side.log_mass[idx].exp() - p_top.sum(-1)
 
 
 def _dense_full(side: _Side, idx: slice) -> torch.Tensor:

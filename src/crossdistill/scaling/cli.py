@@ -79,6 +79,7 @@ def _write_json(path: str | Path, obj) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(obj, fh, indent=2)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -119,7 +120,7 @@ def _cmd_predict(args) -> int:
         l_s = student_loss(n_s, d_s, args.teacher_loss, preset)
         payload.update(teacher_loss=args.teacher_loss, student_loss=l_s, gain_over_supervised=l_sup - l_s)
         verdict = "better" if l_s < l_sup else "worse"
-        lines.append(f"distilled student loss L_S (Eq. 8)          {l_s:.5f} nats  "
+        lines.append(f"  distilled student loss L_S (Eq. 8)         {l_s:.5f} nats  "
                      f"({abs(l_sup - l_s):.4f} nats {verdict} than supervised)")
     if args.plot:
         from crossdistill.scaling.plots import plot_capacity_gap
@@ -173,10 +174,11 @@ def _cmd_fit(args) -> int:
 # ------------------------------------------------------------------ plan / should-i-distill
 
 
-def _plan_lines(p) -> list[str]:
+def _plan_lines(p, teacher_given: bool = False) -> list[str]:
+    optimal = p.N_T is None and not teacher_given
     lines = [f"  scenario {p.scenario}: {Scenario(p.scenario).meaning}",
              f"  student tokens D_S     {p.D_S:.4g}",
-             f"  teacher loss L_T       {p.L_T:.4f} nats" + ("  (teacher-optimal L_T*)" if p.N_T is None else "")]
+             f"  teacher loss L_T       {p.L_T:.4f} nats" + ("  (teacher-optimal L_T*)" if optimal else "")]
     if p.N_T is not None:
         lines.append(f"  teacher size N_T       {p.N_T:.4g} non-embedding params")
     if p.D_T is not None:
@@ -219,7 +221,7 @@ def _cmd_should(args) -> int:
     payload = {"preset": preset.name, **d.to_dict()}
     lines = [f"C = {args.compute:.4g} FLOPs, student N_S = {args.student_params:.4g}"
              + (f", existing teacher L_T = {args.teacher_loss:.4g}" if args.teacher_loss is not None else ""),
-             "distillation:"] + _plan_lines(d.distill) + [
+             "distillation:"] + _plan_lines(d.distill, args.teacher_loss is not None) + [
              "supervised (same student, same compute):",
              f"  tokens D {d.supervised.D:.4g} -> loss {d.supervised.loss:.5f} nats", ""]
     if d.winner == "distillation":

@@ -21,7 +21,7 @@ import numpy as np
 
 from crossdistill.scaling.laws import DistillationCoefficients, SupervisedCoefficients
 
-__all__ = ["LawSpec", "SUPERVISED", "DISTILLATION", "huber_objective", "grid_points"]
+__all__ = ["LawSpec", "SUPERVISED", "DISTILLATION", "huber_objective", "huber_value", "grid_points"]
 
 
 def _sigmoid_from_logs(x: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -45,6 +45,8 @@ class LawSpec:
     """([k] θ, data) -> ([n] predicted log L, [n, k] Jacobian)."""
     to_coefficients: Callable[[np.ndarray], object]
     from_coefficients: Callable[[object], np.ndarray]
+    grid_scores: Callable[[np.ndarray, dict, float], np.ndarray] | None = None
+    """Optional fast scorer of a whole grid ([P, k] θ, data, δ) -> [P] objective; None = ``predict_batch``."""
 
     @property
     def n_params(self) -> int:
@@ -134,6 +136,24 @@ def _dis_grad(theta: np.ndarray, data: dict) -> tuple[np.ndarray, np.ndarray]:
     return out, p_u[:, None] * du
 
 
+def _dis_grid_scores(pts: np.ndarray, data: dict, delta: float, chunk_elems: int = 4_000_000) -> np.ndarray:
+    """Objective at every grid point, [P]. The (N, D) bracket depends only on (log A′, log B′, α′, β′) and the
+    teacher term only on (c1, f1, log d1), so both are computed once per distinct combination (225 and 80 on the
+    paper's grid instead of 216,000) and gathered; only the outer log-sum-exp runs per grid point."""
+    t, y = data["log_lt"], data["log_l"]
+    kb, inv_b = np.unique(pts[:, :4], axis=0, return_inverse=True)
+    bracket = np.logaddexp(kb[:, 0:1] - kb[:, 2:3] * data["log_n"], kb[:, 1:2] - kb[:, 3:4] * data["log_d"])
+    kg, inv_g = np.unique(pts[:, 6:9], axis=0, return_inverse=True)
+    teacher = -kg[:, 0:1] * kg[:, 1:2] * np.logaddexp(0.0, (t - data["log_ls_tilde"] - kg[:, 2:3]) / kg[:, 1:2])
+    chunk = max(1, chunk_elems // max(len(y), 1))
+    scores = np.empty(len(pts))
+    for i in range(0, len(pts), chunk):
+        sl = slice(i, i + chunk)
+        u = teacher[inv_g.ravel()[sl]] + pts[sl, 4:5] * bracket[inv_b.ravel()[sl]] - pts[sl, 5:6] * t
+        scores[sl] = huber_value(np.logaddexp(t, u), y, delta)
+    return scores
+
+
 DISTILLATION = LawSpec(
     name="distillation",
     param_names=("log_A", "log_B", "alpha", "beta", "gamma", "c0", "c1", "f1", "log_d1"),
@@ -149,6 +169,7 @@ DISTILLATION = LawSpec(
         "log_d1": (-1, -0.5, 0, 0.5, 1),
     },
     bounds=((-10, 50), (-10, 50), (1e-4, 5), (1e-4, 5), (1e-4, 5), (1e-6, 50), (1e-6, 5000), (1e-3, 10), (-3, 3)),
+    grid_scores=_dis_grid_scores,
     predict_batch=_dis_batch,
     predict_grad=_dis_grad,
     to_coefficients=lambda t: DistillationCoefficients(
@@ -178,6 +199,12 @@ def huber_objective(pred: np.ndarray, target: np.ndarray, delta: float, weights:
     if weights is None:
         return loss.sum(-1) / n, dloss / n
     return (loss * weights).sum(-1) / weights.sum(), dloss * weights / weights.sum()
+
+
+def huber_value(pred: np.ndarray, target: np.ndarray, delta: float) -> np.ndarray:
+    """The value of :func:`huber_objective` alone (no derivative), for scoring many grid points."""
+    abs_r = np.abs(pred - target)
+    return np.where(abs_r <= delta, 0.5 * abs_r * abs_r / delta, abs_r - 0.5 * delta).mean(-1)
 
 
 def grid_points(spec: LawSpec, grid: dict[str, tuple[float, ...]] | None = None) -> np.ndarray:

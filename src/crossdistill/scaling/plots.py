@@ -36,6 +36,7 @@ def _save(fig, out: str | Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=130, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a plot is meant to be shared
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -73,13 +74,14 @@ def plot_capacity_gap(out: str | Path, students: list[tuple[float, float]], pres
 def plot_isoflop(out: str | Path, budgets: list[float], preset: LawPreset = PAPER,
                  shape: ArchitectureShape = PAPER_SHAPE, n_range: tuple[float, float] = (5e7, 5e10)) -> Path:
     """Loss vs student size at fixed compute C: supervised L(N, C/3F(N)) (solid) and best-case distillation with the
-    teacher-optimal L_T* (dashed: teacher cost not counted)."""
+    teacher-optimal L_T* (dashed: teacher cost not counted). Only sizes with D ≥ N are drawn: the paper's runs stay
+    well inside that region, and the laws extrapolated to a few tokens per parameter are not meaningful."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     n = np.geomspace(*n_range, 48)
     for c in budgets:
         d = c / (3 * np.asarray(forward_flops_per_token(n, shape)))
-        keep = d >= 1e6
+        keep = d >= n  # at least one token per parameter: far below that the laws are extrapolated wildly
         sup = supervised_loss(n[keep], d[keep], preset)
         (line,) = ax.plot(n[keep], sup, label=f"C={c:.0e} supervised")
         dist = [optimal_teacher_loss(ni, di, preset)[1] for ni, di in zip(n[keep], d[keep])]
@@ -88,7 +90,7 @@ def plot_isoflop(out: str | Path, budgets: list[float], preset: LawPreset = PAPE
         ax.plot([n[keep][i]], [sup[i]], "o", color=line.get_color())
     ax.set_xscale("log")
     ax.set(xlabel="student non-embedding parameters N", ylabel="cross-entropy (nats)",
-           title="Iso-FLOP profiles (dot: supervised compute-optimal size)")
+           title="Iso-FLOP profiles, D ≥ N (dot: supervised compute-optimal size)")
     ax.legend(fontsize=7)
     return _save(fig, out)
 

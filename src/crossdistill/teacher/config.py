@@ -125,8 +125,14 @@ def load_cache_config(path: str | Path | None, overrides: list[str] = ()) -> Cac
             for key in ("teacher", "data"):
                 if key not in raw and _name_of(doc.get(key)) is not None:
                     raw[key] = _name_of(doc[key])
-            if "max_length" not in raw and isinstance(doc.get("data"), dict) and "max_length" in doc["data"]:
-                raw["max_length"] = doc["data"]["max_length"]
+            if "max_length" not in raw:  # render exactly as training will (same truncation)
+                data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+                if "max_length" in data:
+                    raw["max_length"] = data["max_length"]
+                else:
+                    from crossdistill.config import DataConfig
+
+                    raw["max_length"] = DataConfig().max_length
         else:
             raw = dict(doc)
     for item in overrides:

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from crossdistill.manifest import (MANIFEST_NAME, Manifest, ManifestMismatchError, dataset_fingerprint,
-                                   tokenizer_hash)
+                                   tokenizer_hash, vocab_hash)
 from crossdistill.teacher.format import FORMAT_VERSION, ShardData, decode_shard
 
 
@@ -168,13 +168,15 @@ class CacheReader:
         """
         self.check(self.expected(examples=examples, teacher_tokenizer=teacher_tokenizer))
         if same_vocabulary and student_tokenizer is not None:
-            want = tokenizer_hash(student_tokenizer)
-            if self.manifest.tokenizer_hashes.get("teacher") != want:
+            # The vocabularies must match id for id; how each side splits text is checked per example against the
+            # cached tokens (signal_for(targets=...)), so a different normalizer is fine as long as the ids agree.
+            want = vocab_hash(student_tokenizer)
+            have = self.manifest.tokenizer_hashes.get("teacher_vocab")
+            if have != want:
                 raise ManifestMismatchError(
-                    [f"tokenizer_hashes['teacher']: cache has {self.manifest.tokenizer_hashes.get('teacher')!r:.20}"
-                     f", the student's tokenizer is {want!r:.20}; a same-vocabulary loss needs the teacher's "
-                     "tokenizer — use a cross-tokenizer objective (uld, gold_hybrid) instead"],
-                    what=f"teacher cache {self.path}")
+                    [f"tokenizer_hashes['teacher_vocab']: cache has {str(have)[:16]!r}, the student's vocabulary is "
+                     f"{want[:16]!r}; a same-vocabulary loss needs the teacher's vocabulary — use a cross-tokenizer "
+                     "objective (uld, gold_hybrid) instead"], what=f"teacher cache {self.path}")
         if k is not None and k > self.k:
             raise CacheError(f"the objective needs k = {k} but the cache at {self.path} holds k = {self.k}; lower k "
                              "or rebuild the cache with a larger cache.k")

@@ -29,7 +29,7 @@ import torch
 
 from crossdistill import __version__
 from crossdistill.manifest import (MANIFEST_NAME, Manifest, dataset_fingerprint, file_sha256, text_hash,
-                                   tokenizer_hash, write_atomic)
+                                   tokenizer_hash, vocab_hash, write_atomic)
 from crossdistill.teacher.bitpack import bits_for
 from crossdistill.teacher.config import CacheConfig
 from crossdistill.teacher.format import FORMAT_VERSION, concat_examples, encode_shard, shard_name
@@ -67,7 +67,7 @@ def plan_manifest(cfg: CacheConfig, tokenizer: Any, examples: list[dict[str, Any
     }
     return Manifest(
         kind="cache", format_version=FORMAT_VERSION, tool_version=__version__, teacher=cfg.teacher,
-        tokenizer_hashes={"teacher": tokenizer_hash(tokenizer)},
+        tokenizer_hashes={"teacher": tokenizer_hash(tokenizer), "teacher_vocab": vocab_hash(tokenizer)},
         chat_templates={"teacher": text_hash(getattr(tokenizer, "chat_template", None))},
         temperatures={"distillation": float(cfg.temperature)}, k=cfg.k,
         dataset_fingerprint=dataset_fingerprint(examples), extra=extra,

@@ -11,6 +11,7 @@ so alignment spans are exact. A sample that hit ``max_new_tokens`` without EOS g
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,12 @@ import torch
 from crossdistill.config import OnPolicyConfig
 from crossdistill.data.dataset import RenderedDataset, collate_pair
 from crossdistill.data.render import IGNORE_INDEX, Rendered, render
+
+
+def rollout_seed(seed: int, step: int, process: int, micro: int) -> int:
+    """Seed of the sampling RNG for one micro-batch of one optimizer step on one process."""
+    digest = hashlib.sha256(f"crossdistill-rollout:{seed}:{step}:{process}:{micro}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def step_is_on_policy(seed: int, step: int, lmbda: float) -> bool:
@@ -98,14 +105,25 @@ class Rollouts:
     stats: dict[str, float] = field(default_factory=lambda: {"generated_tokens": 0.0, "samples": 0.0,
                                                              "ended": 0.0})
 
-    def regenerate(self, batch: dict[str, torch.Tensor], model: torch.nn.Module, by: str) -> dict[str, torch.Tensor]:
-        """New batch with completions sampled by ``model`` (``by`` = ``"student"`` or ``"teacher"``)."""
+    def regenerate(self, batch: dict[str, torch.Tensor], model: torch.nn.Module, by: str,
+                   seed: int | None = None) -> dict[str, torch.Tensor]:
+        """New batch with completions sampled by ``model`` (``by`` = ``"student"`` or ``"teacher"``).
+
+        With ``seed``, sampling runs under its own RNG state seeded by it (global RNG untouched), so a resumed run
+        draws the same samples as an uninterrupted one whatever else consumed random numbers before.
+        """
         items = [self.dataset.items[int(i)] for i in batch["example_index"].tolist()]
         sampler_is_teacher = by == "teacher"
         tok = self.teacher_tok if sampler_is_teacher and self.teacher_tok is not None else self.student_tok
         base = [it.teacher if sampler_is_teacher and it.teacher is not None else it.student for it in items]
         prompts = [r.input_ids[: r.completion_start] for r in base]
-        samples = sample(model, prompts, tok.pad_token_id, tok.eos_token_id, self.cfg)
+        if seed is None:
+            samples = sample(model, prompts, tok.pad_token_id, tok.eos_token_id, self.cfg)
+        else:
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                samples = sample(model, prompts, tok.pad_token_id, tok.eos_token_id, self.cfg)
         self.stats["samples"] += len(samples)
         self.stats["ended"] += sum(e for _, e in samples)
         students: list[Rendered] = []

@@ -31,7 +31,7 @@ from crossdistill.losses.objective import Objective, combine_terms
 from crossdistill.positions import count_targets, shift_targets
 from crossdistill.train.models import decoder_of, head_info
 from crossdistill.train.objectives import ObjectiveSpec, StepContext
-from crossdistill.train.onpolicy import Rollouts, step_is_on_policy
+from crossdistill.train.onpolicy import Rollouts, rollout_seed, step_is_on_policy
 
 
 @contextlib.contextmanager
@@ -99,6 +99,7 @@ class ObjectiveRunner:
         self.spec, self.dcfg, self.teacher = spec, dcfg, teacher
         self.student_tok, self.teacher_tok = student_tok, teacher_tok or student_tok
         self.weights = {**spec.default_weights, **dcfg.loss.weights}
+        self.extras: dict[str, Any] = {}  # objective state built once per run (e.g. a vocabulary map)
 
     @torch.no_grad()
     def teacher_forward(self, batch: dict[str, torch.Tensor], logits: bool) -> torch.Tensor:
@@ -117,7 +118,8 @@ class ObjectiveRunner:
         ctx = StepContext(student_hidden=hidden, lm_head_weight=w, lm_head_bias=b, logit_scale=scale,
                           targets=targets, mask=mask, vocab_size=len(self.student_tok), batch=inputs,
                           student_tokenizer=self.student_tok, teacher_tokenizer=self.teacher_tok,
-                          temperature=lc.temperature, t2_scale=lc.t2_scale, chunk_tokens=lc.chunk_tokens)
+                          temperature=lc.temperature, t2_scale=lc.t2_scale, chunk_tokens=lc.chunk_tokens,
+                          extras=self.extras)
         if not self.spec.needs_teacher:
             return ctx
         tb = split_teacher(inputs)
@@ -187,7 +189,9 @@ class DistillTrainer(Trainer):
         if batches and (on or op.seq_kd):
             by = "student" if on else "teacher"
             sampler = self.accelerator.unwrap_model(self.model) if on else self.teacher
-            batches = [self.rollouts.regenerate(b, sampler, by) for b in batches]
+            step, rank = self.state.global_step, self.accelerator.process_index
+            batches = [self.rollouts.regenerate(b, sampler, by, rollout_seed(self.args.seed, step, rank, i))
+                       for i, b in enumerate(batches)]
         self._step_on_policy = on
         local = sum(count_targets(b["labels"]) for b in batches)
         count = torch.tensor(local, dtype=torch.long, device=device)

