@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="forward+backward passes per configuration")
     parser.add_argument("--max-naive-mb", type=float, default=16000, help="skip full-logit runs predicted above this")
     parser.add_argument("--out", help="also write the markdown table to this file")
+    parser.add_argument("--jsonl", help="append each configuration's raw result to this file as it finishes")
     parser.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         r = _run_one(args, impl, div, n)
         if r:
             results.append(r)
+            if args.jsonl:
+                with open(args.jsonl, "a") as f:
+                    f.write(json.dumps(r) + "\n")
             per_token_mb[impl, div] = r["peak_mb"] / n
     machine = f"{os.cpu_count()}-core CPU" if not _cuda() else "CUDA"
     header = (

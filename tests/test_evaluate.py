@@ -106,23 +106,27 @@ def test_agreement_identical_models_is_one(bpe, model_paths):
 
 
 def test_agreement_across_tokenizers(tokenizers):
-    """A BPE and a Unigram unigram-model: both always predict ' the' -> agreement 1; one predicts 'Q' -> 0."""
+    """A Unigram and a BPE unigram-model that always predict the same text -> agreement 1; other text -> 0."""
+    from crossdistill.align.vocab_map import token_keys
+
     s_tok, t_tok = tokenizers["unigram"], tokenizers["bpe"]
+    s_keys, t_keys = token_keys(s_tok), token_keys(t_tok)
+    s_by_key = {k: i for i, k in enumerate(s_keys) if k and not k.startswith(b"\x00")}
+    common = sorted((k for k in t_keys if k in s_by_key and len(k) >= 3), key=lambda k: (-len(k), k))
+    same = common[0]  # a multi-character text both vocabularies have as one token
+    other = next(k for k in common if not (k.startswith(same) or same.startswith(k)))
     records = [{"prompt": "Say: ", "completion": "the quick brown fox and the lazy dog."}]
-    s_the = s_tok.convert_tokens_to_ids("▁the")
-    t_the = _token_id(t_tok, " the")
 
     def peaked(tok, idx):
         z = [0.0] * len(tok)
         z[idx] = 10.0
         return unigram_model(tok, z)
 
-    s_out = ev.forward_outputs(peaked(s_tok, s_the), s_tok, records, progress=False)
-    t_out = ev.forward_outputs(peaked(t_tok, t_the), t_tok, records, progress=False)
+    s_out = ev.forward_outputs(peaked(s_tok, s_by_key[same]), s_tok, records, progress=False)
+    t_out = ev.forward_outputs(peaked(t_tok, t_keys.index(same)), t_tok, records, progress=False)
     assert ev.agreement(s_out, t_out, s_tok, t_tok) == 1.0
-    t_q = _token_id(t_tok, "Q")
-    t_out_q = ev.forward_outputs(peaked(t_tok, t_q), t_tok, records, progress=False)
-    assert ev.agreement(s_out, t_out_q, s_tok, t_tok) == 0.0
+    t_out_other = ev.forward_outputs(peaked(t_tok, t_keys.index(other)), t_tok, records, progress=False)
+    assert ev.agreement(s_out, t_out_other, s_tok, t_tok) == 0.0
 
 
 def test_task_accuracy_greedy_and_scored(bpe):

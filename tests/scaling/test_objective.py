@@ -8,7 +8,7 @@ import pytest
 
 from crossdistill.scaling import PAPER, student_loss, supervised_loss
 from crossdistill.scaling.laws import log_supervised_loss
-from crossdistill.scaling.objective import DISTILLATION, SUPERVISED, grid_points, huber_objective
+from crossdistill.scaling.objective import DISTILLATION, JOINT, SUPERVISED, grid_points, huber_objective
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,12 @@ def test_batched_predictions_equal_the_laws(data):
     assert back == pytest.approx(PAPER.supervised.as_dict(), rel=1e-12)
 
 
-@pytest.mark.parametrize("spec, coefs", [(SUPERVISED, PAPER.supervised), (DISTILLATION, PAPER.distillation)])
+@pytest.mark.parametrize(
+    "spec, coefs",
+    [(SUPERVISED, PAPER.supervised), (DISTILLATION, PAPER.distillation), (JOINT, (PAPER.supervised, PAPER.distillation))],
+)
 def test_analytic_gradient_matches_finite_differences(spec, coefs, data):
+    data = {**data, "is_dis": np.arange(len(data["N"])) % 3 != 0}  # JOINT: a third of the runs are supervised
     rng = np.random.default_rng(0)
     for theta in (spec.from_coefficients(coefs), spec.from_coefficients(coefs) * (1 + 0.05 * rng.normal(size=spec.n_params))):
         pred, jac = spec.predict_grad(theta, data)

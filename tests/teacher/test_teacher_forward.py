@@ -15,7 +15,18 @@ from crossdistill.teacher.forward import sampled_support
 from crossdistill.teacher.reader import CacheReader
 
 
+_NAIVE: dict = {}
+
+
 def naive_teacher(model_dir, data_path, max_length=2048):
+    """Memoized :func:`_naive_teacher` (the same reference serves several tests)."""
+    key = (str(model_dir), str(data_path), max_length)
+    if key not in _NAIVE:
+        _NAIVE[key] = _naive_teacher(model_dir, data_path, max_length)
+    return _NAIVE[key]
+
+
+def _naive_teacher(model_dir, data_path, max_length=2048):
     """Per example, unbatched, the full-vocabulary log-probs at every predicted completion token (sorted, no topk)."""
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()

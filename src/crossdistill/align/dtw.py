@@ -71,24 +71,39 @@ def pairwise_edit_distance(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
 
 
 def paired_edit_distance(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-    """Levenshtein distance of ``a[p]`` and ``b[p]`` for each p (element-wise, same length lists): ``[P]`` int64.
-
-    Same row update as :func:`pairwise_edit_distance`, on a ``[Lb + 1, P]`` plane.
-    """
+    """Levenshtein distance of ``a[p]`` and ``b[p]`` for each p (element-wise, same length lists): ``[P]`` int64."""
     if len(a) != len(b):
         raise ValueError(f"paired_edit_distance needs lists of equal length, got {len(a)} and {len(b)}")
-    if len(a) == 0:
-        return np.zeros(0, dtype=np.int64)
     ca, la = _encode(a, -1)
     cb, lb = _encode(b, -2)
-    lb_max = cb.shape[1]
-    dt = np.int16 if max(int(la.max()), lb_max) < 30000 else np.int64
-    steps = np.arange(lb_max + 1, dtype=dt)[:, None]
-    row = np.broadcast_to(steps, (lb_max + 1, len(a))).astype(dt)
+    return paired_edit_distance_codes(ca, la, cb, lb)
+
+
+def encode_strings(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``([N, L] int32 code points padded with -1, [N] lengths)``: encode a vocabulary once, then pass rows to
+    :func:`paired_edit_distance_codes` (encoding per call dominates otherwise)."""
+    return _encode(strings, -1)
+
+
+def paired_edit_distance_codes(ca: np.ndarray, la: np.ndarray, cb: np.ndarray, lb: np.ndarray) -> np.ndarray:
+    """Element-wise Levenshtein distance of pre-encoded strings (rows of :func:`encode_strings`): ``[P]`` int64.
+
+    Same row update as :func:`pairwise_edit_distance`, on a ``[Lb + 1, P]`` plane. Padding codes must differ
+    between the sides or lie beyond each row's length (they are never read as characters: the result of row p is
+    taken at column ``lb[p]`` of DP row ``la[p]``).
+    """
+    n = len(la)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    wa = max(int(la.max()), 1)
+    wb = max(int(lb.max()), 1)
+    ca, cb = ca[:, :wa], cb[:, :wb]
+    dt = np.int16 if max(wa, wb) < 30000 else np.int64
+    steps = np.arange(wb + 1, dtype=dt)[:, None]
+    row = np.broadcast_to(steps, (wb + 1, n)).astype(dt)
     result = np.where(la == 0, lb, 0).astype(np.int64)
-    cb_t = cb.T                                                               # [Lb, P]
+    cb_t = np.ascontiguousarray(cb.T)                                         # [Lb, P]
     x = np.empty_like(row)
-    cols = np.arange(len(a))
     for i in range(1, int(la.max()) + 1):
         sub = (cb_t != ca[None, :, i - 1]).astype(dt)
         x[0] = i
@@ -98,7 +113,7 @@ def paired_edit_distance(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         row += steps
         done = np.nonzero(la == i)[0]
         if done.size:
-            result[done] = row[lb[done], cols[done]]
+            result[done] = row[lb[done], done]
     return result
 
 

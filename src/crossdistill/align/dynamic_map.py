@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from crossdistill.align.dtw import paired_edit_distance
+from crossdistill.align.dtw import encode_strings, paired_edit_distance_codes
 
 
 def vocab_strings(tokenizer) -> list[str]:
@@ -61,8 +61,8 @@ class DynamicVocabMap:
         self.threshold = float(threshold)
         self.t_text = np.array([s.replace(" ", "").replace("\u2581", "") for s in teacher_strings], dtype=object)
         self.s_text = np.array([s.replace(" ", "").replace("\u2581", "") for s in student_strings], dtype=object)
-        self.t_len = np.fromiter((len(s) for s in self.t_text), dtype=np.int64, count=len(self.t_text))
-        self.s_len = np.fromiter((len(s) for s in self.s_text), dtype=np.int64, count=len(self.s_text))
+        self.t_codes, self.t_len = encode_strings(list(self.t_text))       # encoded once per run
+        self.s_codes, self.s_len = encode_strings(list(self.s_text))
         self._inverse: np.ndarray | None = None
 
     @property
@@ -115,7 +115,8 @@ class DynamicVocabMap:
             pair_key = a_rep[keep] * self.student_size + b[keep]
             uniq, inv = np.unique(pair_key, return_inverse=True)
             ua, ub = uniq // self.student_size, uniq % self.student_size
-            ed = paired_edit_distance(list(self.t_text[ua]), list(self.s_text[ub])).astype(np.float64)
+            ed = paired_edit_distance_codes(self.t_codes[ua], self.t_len[ua], self.s_codes[ub],
+                                            self.s_len[ub]).astype(np.float64)
             d[keep] = (ed / (self.t_len[ua] + self.s_len[ub]))[inv]
         d = d.reshape(a.size, k_s)
         best = d.argmin(axis=1)                                               # first candidate on ties

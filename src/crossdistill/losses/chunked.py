@@ -161,50 +161,52 @@ def _check_targets(targets: torch.Tensor, vocab: int, v_student: int, ignore_ind
         )
 
 
-def _teacher_rows(teacher: TeacherHead | TeacherSignal | None, idx: torch.Tensor, n: int) -> object:
-    """The teacher restricted to the M target rows (teacher hidden is gathered, never multiplied, at masked rows)."""
+def _prepare_teacher(teacher: TeacherHead | TeacherSignal | None, m: int, n: int) -> tuple[object, bool]:
+    """Validate the teacher; returns it (hidden flattened, detached) and whether its rows are per POSITION (N) rather
+    than per target position (M). Nothing is copied: rows are gathered chunk by chunk."""
     if teacher is None:
-        return None
+        return None, False
     if isinstance(teacher, TeacherHead):
-        hidden = teacher.hidden.reshape(-1, teacher.hidden.shape[-1])
+        hidden = teacher.hidden.reshape(-1, teacher.hidden.shape[-1]).detach()
         if hidden.shape[0] != n:
             raise ValueError(f"TeacherHead.hidden has {hidden.shape[0]} positions, the student {n}")
-        return TeacherHead(hidden.detach().index_select(0, idx), teacher.weight.detach(), teacher.bias)
+        bias = None if teacher.bias is None else teacher.bias.detach()
+        return TeacherHead(hidden, teacher.weight.detach(), bias), True
     if isinstance(teacher, TeacherSignal):
         rows = teacher.num_positions
         if rows == n:
-            return teacher.select(idx)
-        if rows == idx.numel():
-            return teacher
+            return teacher, True
+        if rows == m:
+            return teacher, False
         raise ValueError(
-            f"TeacherSignal has {rows} rows; expected one per position ({n}) or one per target position ({idx.numel()})"
+            f"TeacherSignal has {rows} rows; expected one per position ({n}) or one per target position ({m})"
         )
     raise TypeError(f"teacher must be TeacherHead, TeacherSignal or None, got {type(teacher).__name__}")
 
 
-def _teacher_chunk(teacher: object, lo: int, hi: int, vocab: int, cfg: ChunkedLossConfig) -> TeacherSignal:
-    """The teacher for target rows ``lo:hi``: dense fp32 logits ``[C, vocab]`` or the sparse rows."""
+def _teacher_chunk(teacher: object, rows: torch.Tensor | slice, vocab: int, cfg: ChunkedLossConfig) -> TeacherSignal:
+    """The teacher at ``rows``: dense fp32 logits ``[C, vocab]`` or the sparse rows."""
     if isinstance(teacher, TeacherHead):
         with torch.no_grad():
-            t_z = teacher.hidden[lo:hi] @ teacher.weight.T  # [C, V_t_pad]
+            t_z = teacher.hidden[rows] @ teacher.weight.T  # [C, V_t_pad]
             if teacher.bias is not None:
                 t_z = t_z + teacher.bias
             return TeacherSignal.dense(
                 _transform(_upcast(t_z), cfg.teacher_logit_scale, cfg.teacher_softcap)[:, :vocab]
             )
-    signal = teacher.select(slice(lo, hi))
+    signal = teacher.select(rows)
     if signal.is_sparse:
         return signal
     return TeacherSignal.dense(_upcast(signal.logits[:, :vocab].detach()))
 
 
 def _chunk_grads(
-    raw: torch.Tensor, targets: torch.Tensor, teacher: object, lo: int, hi: int, vocab: int, cfg: ChunkedLossConfig,
-    terms: list[str],
+    raw: torch.Tensor, targets: torch.Tensor, teacher: object, rows: torch.Tensor | slice, vocab: int,
+    cfg: ChunkedLossConfig, terms: list[str],
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """Term -> (sum, ∂sum/∂raw ``[C, V_pad]``) for one chunk of fp32 raw student logits ``raw [C, V_pad]``."""
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    signal = _teacher_chunk(teacher, lo, hi, vocab, cfg) if "kd" in terms else None
+    signal = _teacher_chunk(teacher, rows, vocab, cfg) if "kd" in terms else None
     canonical = resolve(cfg.divergence, cfg.divergence_params)[0]
     closed = signal is None or (not signal.is_sparse and canonical in CLOSED_FORM)
     if closed:
@@ -256,29 +258,32 @@ class _FusedDistill(torch.autograd.Function):
     """Forward computes both term sums AND their gradients chunk by chunk; backward only scales them."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, idx, targets, teacher, cfg, vocab):  # noqa: D102
+    def forward(ctx, hidden, weight, bias, idx, targets, teacher, teacher_per_position, cfg, vocab):  # noqa: D102
         n, h = hidden.shape
         m = idx.numel()
         terms = (["ce"] if cfg.compute_ce else []) + (["kd"] if teacher is not None else [])
         mix = cfg.grad_weights if len(terms) == 2 and cfg.grad_weights is not None else None
         groups = ["mix"] if mix else terms  # one gradient buffer per group
         need_w, need_b = weight.requires_grad, bias is not None and bias.requires_grad
-        h_sel = hidden.detach().index_select(0, idx)  # [M, H]: masked positions never reach the matmul
+        h_all = hidden.detach()
         w = weight.detach()
         acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32 accumulation (fp64 stays fp64)
-        g_h = {t: torch.zeros(m, h, dtype=acc, device=hidden.device) for t in groups}
+        # [N, H] per group: the hidden-state gradient itself (rows of non-targets stay 0), no [M, H] staging copy.
+        g_h = {t: torch.zeros(n, h, dtype=acc, device=hidden.device) for t in groups}
         g_w = {t: torch.zeros(w.shape, dtype=acc, device=w.device) for t in groups} if need_w else {}
         g_b = {t: torch.zeros(w.shape[0], dtype=acc, device=w.device) for t in groups} if need_b else {}
         sums = {t: torch.zeros((), dtype=acc, device=hidden.device) for t in terms}
         for lo in range(0, m, cfg.chunk_size):
             hi = min(lo + cfg.chunk_size, m)
-            h_c = h_sel[lo:hi]  # [C, H]
+            rows = idx[lo:hi]
+            h_c = h_all.index_select(0, rows)  # [C, H]: masked positions never reach the matmul
             raw = h_c @ w.T  # [C, V_pad], GEMM in the weight's dtype
             if bias is not None:
                 raw = raw + bias.detach()
             raw = raw.to(acc)
             grads = {}
-            for t, (value, dz) in _chunk_grads(raw, targets[lo:hi], teacher, lo, hi, vocab, cfg, terms).items():
+            t_rows = rows if teacher_per_position else slice(lo, hi)
+            for t, (value, dz) in _chunk_grads(raw, targets[lo:hi], teacher, t_rows, vocab, cfg, terms).items():
                 sums[t] += value
                 grads[t] = dz
             del raw
@@ -286,7 +291,7 @@ class _FusedDistill(torch.autograd.Function):
                 grads = {"mix": grads["ce"].mul_(float(mix["ce"])).add_(grads.pop("kd"), alpha=float(mix["kd"]))}
             for t, dz in grads.items():
                 dz_w = dz.to(w.dtype)  # [C, V_pad]
-                g_h[t][lo:hi] = dz_w @ w
+                g_h[t].index_copy_(0, rows, (dz_w @ w).to(acc))
                 if need_w:
                     if w.dtype == acc:
                         g_w[t].addmm_(dz_w.T, h_c)
@@ -325,10 +330,7 @@ class _FusedDistill(torch.autograd.Function):
             return total
 
         gh = combine(g_h)
-        grad_hidden = None
-        if gh is not None and ctx.needs_input_grad[0]:
-            grad_hidden = torch.zeros(ctx.n, gh.shape[1], dtype=h_dtype, device=gh.device)
-            grad_hidden.index_copy_(0, idx, gh.to(h_dtype))
+        grad_hidden = gh.to(h_dtype) if gh is not None and ctx.needs_input_grad[0] else None
         gw = combine(g_w)
         gb = combine(g_b)
         ctx.grads = None
@@ -336,6 +338,7 @@ class _FusedDistill(torch.autograd.Function):
             grad_hidden,
             None if gw is None else gw.to(w_dtype),
             None if gb is None else gb.to(b_dtype),
+            None,
             None,
             None,
             None,
@@ -391,8 +394,10 @@ def fused_distill_loss(
     _check_targets(flat_targets, vocab, student_weight.shape[0], cfg.ignore_index)
     idx = (flat_targets != cfg.ignore_index).nonzero().squeeze(1)
     sel_targets = flat_targets.index_select(0, idx)
-    teacher_rows = _teacher_rows(teacher, idx, hidden.shape[0])
-    ce, kd = _FusedDistill.apply(hidden, student_weight, student_bias, idx, sel_targets, teacher_rows, cfg, vocab)
+    teacher, per_position = _prepare_teacher(teacher, idx.numel(), hidden.shape[0])
+    ce, kd = _FusedDistill.apply(
+        hidden, student_weight, student_bias, idx, sel_targets, teacher, per_position, cfg, vocab
+    )
     sums = {}
     if cfg.compute_ce:
         sums["ce"] = ce
@@ -435,7 +440,8 @@ def distill_loss_from_logits(
     if cfg.compute_ce:
         sums["ce"] = F.cross_entropy(z, flat_targets.index_select(0, idx), reduction="sum")
     if teacher is not None:
-        rows = _teacher_rows(teacher, idx, logits.shape[0])
+        teacher, per_position = _prepare_teacher(teacher, idx.numel(), logits.shape[0])
+        rows = teacher.select(idx) if per_position else teacher
         if not rows.is_sparse:
             rows = TeacherSignal.dense(_upcast(rows.logits[:, :vocab].detach()))
         else:

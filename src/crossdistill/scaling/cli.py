@@ -261,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit the laws to runs.jsonl / CSV records")
     p.add_argument("runs", help="runs.jsonl from `crossdistill train`, or CSV (N,D,L or N_S,D_S,L_T,L_S)")
-    p.add_argument("--law", choices=("supervised", "distillation", "both"), default="both")
+    p.add_argument("--law", choices=("supervised", "distillation", "both", "joint"), default="both",
+                   help="both: supervised, then distillation on the fitted L~_S (the paper's order); joint: then "
+                        "refine all 15 coefficients on one objective")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for 90%% CIs (0: none)")
     p.add_argument("--top-m", type=int, default=None, help="L-BFGS-B starts from the best grid points")
     p.add_argument("--min-loss", type=float, default=None, help="fit only runs with loss above this; report the rest")

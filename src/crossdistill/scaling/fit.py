@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import minimize
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from crossdistill.scaling.laws import PAPER, SupervisedCoefficients, log_supervised_loss
 from crossdistill.scaling.objective import (
     DISTILLATION,
+    JOINT,
     SUPERVISED,
     LawSpec,
     grid_points,
@@ -42,7 +43,9 @@ from crossdistill.scaling.objective import (
 )
 from crossdistill.scaling.runs import RunsError, RunTable
 
-__all__ = ["FitOptions", "FitResult", "fit_supervised", "fit_distillation", "fit_runs", "check_identifiable"]
+
+__all__ = ["FitOptions", "FitResult", "fit_supervised", "fit_distillation", "fit_joint", "fit_runs",
+           "check_identifiable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,40 +245,55 @@ def _fit(spec: LawSpec, runs: RunTable, data_all: dict, options: FitOptions, law
         if val < best_val:
             best_theta, best_val = theta, val
 
-    intervals = {}
-    if options.n_bootstrap:
-        rng = np.random.default_rng(options.seed)
-        n = len(fit_runs)
-        samples = []
-        bar = tqdm(range(options.n_bootstrap), desc=f"bootstrap {law}", disable=not options.progress, file=sys.stderr)
-        for _ in bar:
-            # Multinomial counts as weights == resampling with replacement, without copying the data.
-            weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-            theta, _ = _lbfgsb(spec, best_theta, data, options.huber_delta, options.max_iter, weights)
-            samples.append(_coef_vector(spec, theta))
-        samples = np.array(samples)
-        lo_q, hi_q = 50 * (1 - options.ci_level), 50 * (1 + options.ci_level)
-        names = list(spec.to_coefficients(best_theta).as_dict())
-        for j, name in enumerate(names):
-            intervals[name] = (float(np.percentile(samples[:, j], lo_q)), float(np.percentile(samples[:, j], hi_q)))
-
-    coefs = spec.to_coefficients(best_theta)
+    intervals = _natural_intervals(_bootstrap(spec, best_theta, data, options, law))
     pred = spec.predict_batch(best_theta[None], data_all)[0]
-    residuals = []
+    return FitResult(law=law, coefficients=spec.to_coefficients(best_theta), objective=best_val,
+                     n_runs=len(fit_runs), n_grid=len(pts), n_starts=len(starts), intervals=intervals,
+                     residuals=_residual_rows(runs, pred, fit_mask, law))
+
+
+def _bootstrap(spec: LawSpec, best_theta: np.ndarray, data: dict, options: FitOptions, law: str) -> dict:
+    """Percentile intervals from refits on resampled runs, each warm-started at the best fit."""
+    if not options.n_bootstrap:
+        return {}
+    rng = np.random.default_rng(options.seed)
+    n = len(data["log_l"])
+    samples = []
+    bar = tqdm(range(options.n_bootstrap), desc=f"bootstrap {law}", disable=not options.progress, file=sys.stderr)
+    for _ in bar:
+        # Multinomial counts as weights == resampling with replacement, without copying the data.
+        weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        theta, _ = _lbfgsb(spec, best_theta, data, options.huber_delta, options.max_iter, weights)
+        samples.append(theta)
+    samples = np.array(samples)
+    lo_q, hi_q = 50 * (1 - options.ci_level), 50 * (1 + options.ci_level)
+    return {name: (float(np.percentile(samples[:, j], lo_q)), float(np.percentile(samples[:, j], hi_q)))
+            for j, name in enumerate(spec.param_names)}
+
+
+def _natural_intervals(intervals: dict, prefix: str = "") -> dict:
+    """Map intervals on θ (log_A, ...) to intervals on the coefficients (A, ...); exp is monotone."""
+    out = {}
+    for name, (lo, hi) in intervals.items():
+        if not name.startswith(prefix):
+            continue
+        name = name[len(prefix):]
+        out[name[4:] if name.startswith("log_") else name] = (
+            (math.exp(lo), math.exp(hi)) if name.startswith("log_") else (lo, hi))
+    return out
+
+
+def _residual_rows(runs: RunTable, pred_log: np.ndarray, fit_mask: np.ndarray, law: str) -> list[dict]:
+    rows = []
     for i in range(len(runs)):
         row = {"N": float(runs.N[i]), "D": float(runs.D[i])}
         if law == "distillation":
             row["L_T"] = float(runs.L_T[i])
-        observed, predicted = float(runs.L[i]), float(math.exp(pred[i]))
+        observed, predicted = float(runs.L[i]), float(math.exp(pred_log[i]))
         row.update(observed=observed, predicted=predicted, rel_error=(predicted - observed) / observed,
                    held_out=not bool(fit_mask[i]))
-        residuals.append(row)
-    return FitResult(law=law, coefficients=coefs, objective=best_val, n_runs=len(fit_runs), n_grid=len(pts),
-                     n_starts=len(starts), intervals=intervals, residuals=residuals)
-
-
-def _coef_vector(spec: LawSpec, theta: np.ndarray) -> np.ndarray:
-    return np.array(list(spec.to_coefficients(theta).as_dict().values()))
+        rows.append(row)
+    return rows
 
 
 def _single_thread(fn):
@@ -306,12 +324,59 @@ def fit_distillation(runs: RunTable, supervised: SupervisedCoefficients = PAPER.
     return _fit(DISTILLATION, runs, _data(runs, log_ls_tilde), options, "distillation")
 
 
+def joint_data(runs: RunTable) -> dict:
+    """Arrays for the JOINT law spec over all runs (teacher loss set to 1 for supervised runs: unused there)."""
+    is_dis = runs.is_distillation
+    return {"log_n": np.log(runs.N), "log_d": np.log(runs.D), "log_l": np.log(runs.L), "is_dis": is_dis,
+            "log_lt": np.log(np.where(is_dis, runs.L_T, 1.0))}
+
+
+@_single_thread
+def fit_joint(runs: RunTable, options: FitOptions = FitOptions(),
+              start: dict[str, FitResult] | None = None) -> dict[str, FitResult]:
+    """Fit both laws jointly: all 15 coefficients minimize one objective over supervised and distillation runs,
+    so the distillation runs also inform the supervised coefficients through L̃_S.
+
+    Starts from the sequential fits (supervised, then distillation on the fitted L̃_S: the paper's procedure; the
+    15-dimensional product of the two initialization grids is far too large to score) and refines all coefficients
+    together with L-BFGS-B (``start``: reuse a ``fit_runs(..., "both")`` result). Bootstrap intervals resample the
+    union of the runs. The reported ``objective`` is the joint one (mean over all fitted runs).
+    """
+    if start is None:
+        seq = replace(options, n_bootstrap=0)
+        sup = fit_supervised(runs, seq)
+        start = {"supervised": sup, "distillation": fit_distillation(runs, sup.coefficients, seq)}
+    sup, dis = start["supervised"], start["distillation"]
+    fit_mask = np.ones(len(runs), bool) if options.min_loss is None else runs.L > options.min_loss
+    is_dis = runs.is_distillation
+    data_all = joint_data(runs)
+    data = {k: v[fit_mask] for k, v in data_all.items()}
+    theta0 = JOINT.from_coefficients((sup.coefficients, dis.coefficients))
+    theta, val = _lbfgsb(JOINT, theta0, data, options.huber_delta, options.max_iter)
+    if val > _objective(JOINT, theta0, data, options.huber_delta):  # never worse than the sequential start
+        theta, val = theta0, _objective(JOINT, theta0, data, options.huber_delta)
+    intervals = _bootstrap(JOINT, theta, data, options, "joint")
+    sup_c, dis_c = JOINT.to_coefficients(theta)
+    pred = JOINT.predict_batch(theta[None], data_all)[0]
+    out = {}
+    for name, coefs, mask, first in (("supervised", sup_c, ~is_dis, sup), ("distillation", dis_c, is_dis, dis)):
+        out[name] = FitResult(
+            law=name, coefficients=coefs, objective=val, n_runs=int((fit_mask & mask).sum()), n_grid=first.n_grid,
+            n_starts=first.n_starts, intervals=_natural_intervals(intervals, "sup_" if name == "supervised" else "dis_"),
+            residuals=_residual_rows(runs.subset(mask), pred[mask], fit_mask[mask], name),
+        )
+    return out
+
+
 def fit_runs(runs: RunTable, law: str = "both", options: FitOptions = FitOptions(),
              supervised: SupervisedCoefficients | None = None) -> dict[str, FitResult]:
-    """Fit ``law`` ∈ {supervised, distillation, both}. With ``both``, the distillation fit uses the fitted
-    supervised coefficients for L̃_S; with ``distillation`` alone it uses ``supervised`` (default: the paper's)."""
-    if law not in ("supervised", "distillation", "both"):
-        raise ValueError(f"law = {law!r}: choose supervised, distillation or both.")
+    """Fit ``law`` ∈ {supervised, distillation, both, joint}. With ``both``, the distillation fit uses the fitted
+    supervised coefficients for L̃_S (sequential, as in the paper); ``joint`` then refines all coefficients together
+    (:func:`fit_joint`); ``distillation`` alone uses ``supervised`` for L̃_S (default: the paper's)."""
+    if law not in ("supervised", "distillation", "both", "joint"):
+        raise ValueError(f"law = {law!r}: choose supervised, distillation, both or joint.")
+    if law == "joint":
+        return fit_joint(runs, options)
     out: dict[str, FitResult] = {}
     if law in ("supervised", "both"):
         out["supervised"] = fit_supervised(runs, options)

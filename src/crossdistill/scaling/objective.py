@@ -21,7 +21,7 @@ import numpy as np
 
 from crossdistill.scaling.laws import DistillationCoefficients, SupervisedCoefficients
 
-__all__ = ["LawSpec", "SUPERVISED", "DISTILLATION", "huber_objective", "huber_value", "grid_points"]
+__all__ = ["LawSpec", "SUPERVISED", "DISTILLATION", "JOINT", "huber_objective", "huber_value", "grid_points"]
 
 
 def _sigmoid_from_logs(x: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -179,6 +179,38 @@ DISTILLATION = LawSpec(
     from_coefficients=lambda c: np.array(
         [math.log(c.A), math.log(c.B), c.alpha, c.beta, c.gamma, c.c0, c.c1, c.f1, math.log(c.d1)]
     ),
+)
+
+
+# ------------------------------------------------------------------ joint (both laws, shared supervised coefficients)
+
+
+def _joint_batch(theta: np.ndarray, data: dict) -> np.ndarray:
+    sup = _sup_batch(theta[:, :6], data)  # [P, n]: the prediction of supervised runs, L̃_S of distillation runs
+    dis = _dis_batch(theta[:, 6:], {**data, "log_ls_tilde": sup})
+    return np.where(data["is_dis"], dis, sup)
+
+
+def _joint_grad(theta: np.ndarray, data: dict) -> tuple[np.ndarray, np.ndarray]:
+    sup, jac_sup = _sup_grad(theta[:6], data)
+    dis, jac_dis = _dis_grad(theta[6:], {**data, "log_ls_tilde": sup})
+    # log L̃_S and log d1 enter Eq. 8 only through their sum (z = (log L_T − log L̃_S − log d1) / f1), so
+    # ∂ log L_S / ∂ log L̃_S is the log_d1 column of the distillation Jacobian; chain it into the supervised one.
+    chain = jac_dis[:, 8:9] * jac_sup
+    is_dis = data["is_dis"][:, None]
+    jac = np.concatenate([np.where(is_dis, chain, jac_sup), np.where(is_dis, jac_dis, 0.0)], 1)
+    return np.where(data["is_dis"], dis, sup), jac
+
+
+JOINT = LawSpec(
+    name="joint",
+    param_names=tuple("sup_" + n for n in SUPERVISED.param_names) + tuple("dis_" + n for n in DISTILLATION.param_names),
+    paper_grid={},
+    bounds=SUPERVISED.bounds + DISTILLATION.bounds,
+    predict_batch=_joint_batch,
+    predict_grad=_joint_grad,
+    to_coefficients=lambda t: (SUPERVISED.to_coefficients(t[:6]), DISTILLATION.to_coefficients(t[6:])),
+    from_coefficients=lambda c: np.concatenate([SUPERVISED.from_coefficients(c[0]), DISTILLATION.from_coefficients(c[1])]),
 )
 
 

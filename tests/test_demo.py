@@ -1,0 +1,88 @@
+"""The demo's pipeline on tiny models (the real-teacher demo is the `slow` test). Run:
+python -m pytest tests/test_demo.py -q          (tiny smoke path, ~30 s)
+python -m pytest tests/test_demo.py -q --runslow  (also the real SmolLM2 demo, --quick budget, a few minutes)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+
+from crossdistill import demo, tasks
+from crossdistill.config import ConfigError
+
+TINY = replace(demo.BUDGETS["quick"], n_train=8, n_eval=4, epochs=1, batch_size=4, gen_tokens=4, eval_tokens=4,
+               student_hidden=32, student_layers=1, student_vocab=120, teacher_accuracy=True)
+
+
+def test_demo_smoke_on_tiny_models(tmp_path, model_paths, capsys):
+    out = tmp_path / "demo"
+    summary = demo.run_demo(out, TINY, teacher=str(model_paths["teacher_bpe"]), progress=False)
+    printed = capsys.readouterr().out
+    results = summary["results"]
+    assert list(results) == ["teacher", "untrained", *demo.METHODS]
+    for name, r in results.items():
+        assert r["examples"] == TINY.n_eval and math.isfinite(r["bpb"]) and r["bpb"] > 0, name
+        assert r["accuracy"] is not None and 0 <= r["accuracy"] <= 1, name
+        if name != "teacher":
+            assert 0 <= r["agreement"] <= 1, name
+    # every held-out example is scored by every model on the same bytes
+    assert len({r["bytes"] for r in results.values()}) == 1
+    for method in demo.METHODS:
+        assert summary["runs"][method]["steps"] == 2  # 8 examples / batch 4, one epoch
+    assert (out / "report.md").is_file() and (out / "bpb.png").stat().st_size > 0
+    assert (out / "loss_curves.png").stat().st_size > 0
+    assert json.loads((out / "results.json").read_text())["results"].keys() == results.keys()
+    assert "bits/byte" in printed and "gold_hybrid" in printed
+    report = (out / "report.md").read_text()
+    assert "Against the CE-only student" in report and "hard_label" in report
+    # the hard-label student trained on the teacher's generations, with their manifest
+    gen = out / "data" / "teacher_generations"
+    assert (gen / "manifest.json").is_file() and len((gen / "examples.jsonl").read_text().splitlines()) == 8
+
+
+def test_student_tokenizer_differs_from_teacher_and_keeps_digits_apart(tmp_path):
+    from transformers import AutoTokenizer
+
+    train, _ = tasks.make_split(40, 4, seed=0)
+    texts = [e.question for e in train] + [e.completion for e in train]
+    path = demo.build_student(tmp_path / "student", texts, TINY, seed=0)
+    tok = AutoTokenizer.from_pretrained(path)
+    pieces = tok.tokenize("so she has 12 + 30 = 42 apples.")
+    assert "1" in pieces and "2" in pieces and "42" not in pieces
+    assert tok.decode(tok("Mia has 7 apples, naïve 🙂.", add_special_tokens=False).input_ids) == \
+        "Mia has 7 apples, naïve 🙂."  # byte fallback: nothing is lost
+    assert "<start_of_turn>" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+
+
+def test_unknown_method_is_rejected_before_work(tmp_path):
+    with pytest.raises(ConfigError, match="unknown"):
+        demo.run_demo(tmp_path, TINY, teacher=str(tmp_path), methods=["ce", "distill_harder"])
+
+
+def test_cli_rejects_bad_budget(capsys):
+    assert demo.main(["--n-train", "0"]) == 2
+    assert "positive" in capsys.readouterr().err
+
+
+def test_method_configs_are_valid(tmp_path, model_paths):
+    """Every demo method's config passes the engine's validation (paths checked)."""
+    from crossdistill.config import config_from_dict
+
+    data = tasks.write_split(tmp_path / "data", *tasks.make_split(4, 2, seed=0))
+    for method in demo.METHODS:
+        cfg = demo.method_config(method, student=model_paths["student_unigram"], teacher=str(model_paths["teacher_bpe"]),
+                                 train=data["train"], generated=data["train"], out=tmp_path, budget=TINY, seed=0)
+        parsed = config_from_dict(cfg)
+        assert (parsed.teacher is None) == (method in ("ce", "hard_label"))
+
+
+@pytest.mark.slow
+def test_real_teacher_quick_demo(tmp_path):
+    """The README's demo with the real packaged teacher, at the --quick budget."""
+    assert demo.main(["--quick", "--out", str(tmp_path / "demo")]) == 0
+    summary = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert summary["results"]["teacher"]["bpb"] < summary["results"]["untrained"]["bpb"]
