@@ -203,7 +203,7 @@ def bench_training(tmp: Path, data: Path, tok_path: Path, student: Path, teacher
                 out.loss.backward()
                 s_model.zero_grad()
             dt = time.perf_counter() - t0
-            losses[rname] = float(runner.objective(s_model, batches[0]).loss)
+            losses[rname] = runner.objective(s_model, batches[0]).loss.item()
             rows.append([name, f"{n_params / 1e6:.2f}M", rname, f"{tokens / dt:,.0f}", f"{losses[rname]:.6f}",
                          f"{t_build:.1f} s" if rname.startswith("cache") else ""])
     return table(["teacher", "teacher params", "teacher signal", "train tok/s (fwd+loss+bwd)", "first-batch loss",

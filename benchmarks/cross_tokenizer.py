@@ -105,7 +105,7 @@ def main() -> None:
     sizes_s = torch.bincount(al.student_groups, minlength=al.num_groups)
     sizes_t = torch.bincount(al.teacher_groups, minlength=al.num_groups)
     one = float(((sizes_s == 1) & (sizes_t == 1)).sum()) / al.num_groups
-    print(f"# student tokens {n_s:,}, teacher tokens {n_t:,}, groups {al.num_groups:,} ({one:.0%} 1:1)")
+    print(f"# student tokens {n_s:,}, teacher tokens {n_t:,}, groups {al.num_groups:,} ({one:.0%} 1:1)", flush=True)
     flat_zs, flat_zt = zs.reshape(-1, args.vs), zt.reshape(-1, args.vt)
     flat_ys, flat_yt = ys.reshape(-1), yt.reshape(-1)
 

@@ -166,3 +166,19 @@ def test_cli_errors_name_the_fix(tmp_path):
         ev.main(["--model", str(tmp_path)])
     with pytest.raises(SystemExit, match="does not exist"):
         ev.main(["--model", str(tmp_path), "--data", str(tmp_path / "missing.jsonl")])
+
+
+def test_cli_from_recipe(tmp_path, model_paths, capsys):
+    """A recipe whose output_dir has no trained student yet evaluates student.model against its teacher."""
+    data = tmp_path / "held.jsonl"
+    data.write_text(json.dumps({"prompt": "Q: 2+2?", "completion": "4", "answer": 4}) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"student: {{model: {model_paths['student_wordpiece']}}}\n"
+                      f"teacher: {{model: {model_paths['teacher_bpe']}}}\n"
+                      f"data: {{train: {data}}}\nloss: {{name: uld}}\n"
+                      f"train: {{output_dir: {tmp_path / 'not-trained'}}}\n")
+    assert ev.main([str(recipe), f"data.eval={data}", "--no-generate", "--json", "--quiet"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["student"]["bytes"] == 1 and got["student"]["agreement"] is not None
+    with pytest.raises(SystemExit, match="data.eval"):
+        ev.main([str(recipe), "--quiet"])

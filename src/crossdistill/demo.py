@@ -167,7 +167,7 @@ def method_config(method: str, *, student: Path, teacher: str, train: Path, gene
         "loss": {"name": "ce"},
         "train": {"output_dir": str(out / "students" / method), "seed": seed, "num_epochs": budget.epochs,
                   "per_device_batch_size": budget.batch_size, "learning_rate": budget.learning_rate,
-                  "warmup_ratio": 0.1, "lr_scheduler": "cosine", "weight_decay": 0.0, "logging_steps": 1,
+                  "warmup_ratio": 0.1, "lr_scheduler": "cosine", "weight_decay": 0.0, "logging_steps": 2,
                   "report_to": [], "runs_file": str(out / "runs.jsonl")},
         "method": f"demo:{method}",
     }
@@ -327,6 +327,17 @@ def _describe_pair(student: Path, teacher: str) -> None:
           f"  student tokens: {s_tok.tokenize(example)}\n  teacher tokens: {t_tok.tokenize(example)}")
 
 
+def _quiet_libraries() -> None:
+    """Keep the demo's own progress bars and banners readable: no per-file weight-loading bars, no CPU pin_memory
+    warning per DataLoader."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossdistill demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -346,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_libraries()
     budget = BUDGETS["quick" if args.quick else "full"]
     changes = {k: getattr(args, k) for k in ("n_train", "n_eval", "epochs") if getattr(args, k) is not None}
     if any(v <= 0 for v in changes.values()):

@@ -16,8 +16,10 @@ Metrics (docs/demo.md defines them with an example):
 * **CE** — the same NLL sum divided by the number of target tokens (nats per token; depends on the tokenizer).
 * **agreement** — across tokenizers, the completion is cut into aligned groups (:mod:`crossdistill.align`: groups of
   student tokens and teacher tokens covering identical text). At the start of every group both models predict their
-  next token greedily; they agree when the two tokens' texts are consistent (one is a prefix of the other, after
-  undoing byte-level / ``▁`` encodings), or both predict their end-of-turn token. Reported as the fraction of groups.
+  next token greedily; they agree when the two tokens have the same text (after undoing byte-level / ``▁`` /
+  ``##`` encodings, so ``Ġapples`` equals ``▁apples``), or both predict their end-of-turn token. Reported as the
+  fraction of groups. Exact equality is deliberately strict: a looser "one is a prefix of the other" rule lets a
+  student that always predicts a bare space agree with every teacher token that starts with one.
 * **accuracy** — greedy generation from the prompt, scored by :func:`crossdistill.tasks.score` against the
   example's ``answer`` field (only for examples that have one).
 """
@@ -166,14 +168,12 @@ def _token_texts(tok: Any) -> tuple[list[bytes | None], set[int]]:
     return keys, ends
 
 
-def _consistent(a: bytes | None, b: bytes | None) -> bool:
-    if not a or not b:
-        return False
-    return a.startswith(b) or b.startswith(a)
+def _same_text(a: bytes | None, b: bytes | None) -> bool:
+    return bool(a) and a == b
 
 
 def agreement(student: ForwardOutputs, teacher: ForwardOutputs, student_tok: Any, teacher_tok: Any) -> float:
-    """Fraction of aligned groups whose first-token greedy predictions agree (module docstring).
+    """Fraction of aligned groups whose first-token greedy predictions have the same text (module docstring).
 
     Groups come from :func:`crossdistill.align.spans.align_spans` over each example's completion spans.
     """
@@ -195,7 +195,7 @@ def agreement(student: ForwardOutputs, teacher: ForwardOutputs, student_tok: Any
             if a in s_end or b in t_end:
                 agree += a in s_end and b in t_end
             else:
-                agree += _consistent(s_keys[a] if a < len(s_keys) else None, t_keys[b] if b < len(t_keys) else None)
+                agree += _same_text(s_keys[a] if a < len(s_keys) else None, t_keys[b] if b < len(t_keys) else None)
     return agree / total if total else float("nan")
 
 

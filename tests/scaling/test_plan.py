@@ -59,7 +59,7 @@ def test_teacher_inference_overtrains_the_teacher():
 
 def test_paper_findings_on_who_wins():
     # One student, teacher trained for it: supervised is preferable (§5 / methods.md §10.7).
-    for C in (1e20, 1e22, 1e24):
+    for C in (1e20, 1e24):
         assert should_distill(C, 1e9, "teacher-pretraining-inference").winner == "supervised"
     # Teacher already amortized: distillation wins at small compute, supervised catches up at large compute.
     small = should_distill(1e20, 1e9, "best-case")

@@ -82,3 +82,15 @@ def test_run_table_validates_arrays():
         RunTable.from_arrays([1e8], [1e9], [float("nan")])
     with pytest.raises(RunsError, match="L_T"):
         RunTable.from_arrays([1e8], [1e9], [3.0], [-1.0])
+
+
+def test_bpb_metric_for_cross_tokenizer_runs(tmp_path):
+    rows = [{"student_non_embedding_params": 1e8, "student_tokens": 2e9, "teacher_loss": 2.5, "student_loss": 3.0,
+             "teacher_bpb": 0.9, "student_bpb": 1.1}]
+    runs = load_runs(_jsonl(tmp_path, rows), metric="bpb")
+    assert runs.L_T[0] == 0.9 and runs.L[0] == 1.1
+    with pytest.raises(RunsError, match="student_bpb.*missing"):
+        load_runs(_jsonl(tmp_path, [{k: v for k, v in rows[0].items() if k != "student_bpb"}], "b.jsonl"), "bpb")
+    (tmp_path / "s.csv").write_text("N,D,L\n1e8,2e9,3.1\n")
+    with pytest.raises(RunsError, match="bpb"):
+        load_runs(tmp_path / "s.csv", metric="bpb")

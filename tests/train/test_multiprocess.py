@@ -1,4 +1,9 @@
-"""``accelerate launch --cpu --num_processes 2`` and one process on the same global batch give the same losses."""
+"""Two CPU processes (DDP over gloo) and one process on the same global batch give the same losses.
+
+accelerate 1.15's ``launch --cpu --num_processes 2`` starts ONE process unless an MPI hostfile is given (its simple
+launcher); ``--multi_gpu --num_processes 2`` with ``student.device=cpu`` runs torchrun with two CPU processes
+(``DistributedType.MULTI_CPU``), which is what this test needs.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +35,11 @@ def test_two_processes_match_one(tmp_path, overrides):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("train:\n  seed: 0\n")
     launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    cmd = [launcher if os.path.exists(launcher) else "accelerate", "launch", "--cpu", "--num_processes", "2",
+    cmd = [launcher if os.path.exists(launcher) else "accelerate", "launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "crossdistill", "train",
-           str(recipe), *overrides(tmp_path / "two" / "out", *common, "train.per_device_batch_size=2")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+           str(recipe), *overrides(tmp_path / "two" / "out", *common, "train.per_device_batch_size=2"),
+           "student.device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -45,3 +51,4 @@ def test_two_processes_match_one(tmp_path, overrides):
         assert kd1 == pytest.approx(kd2, abs=1e-5)
     runs = [json.loads(x) for x in open(tmp_path / "two" / "runs.jsonl")]
     assert len(runs) == 1  # written once, by the main process
+    assert runs[0]["student_tokens"] == sum(n for *_, n in one[-1:])

@@ -139,7 +139,7 @@ def _cmd_fit(args) -> int:
     from crossdistill.scaling.fit import FitOptions, fit_runs
     from crossdistill.scaling.runs import load_runs
 
-    runs = load_runs(args.runs)
+    runs = load_runs(args.runs, args.metric)
     options = FitOptions(n_bootstrap=args.bootstrap, top_m=args.top_m, min_loss=args.min_loss, seed=args.seed,
                          progress=not args.json and sys.stderr.isatty())
     results = fit_runs(runs, args.law, options, supervised=_load_preset(args).supervised)
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-m", type=int, default=None, help="L-BFGS-B starts from the best grid points")
     p.add_argument("--min-loss", type=float, default=None, help="fit only runs with loss above this; report the rest")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metric", choices=("loss", "bpb"), default="loss",
+                   help="fit per-token cross-entropy (the paper's) or bits per byte (teacher and student with "
+                        "different tokenizers: their per-token losses are not comparable)")
     p.add_argument("--output", help="write the fitted coefficients (JSON) here")
     p.add_argument("--plot", help="write a fit-vs-observed plot (PNG) here")
     common(p)

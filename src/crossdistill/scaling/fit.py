@@ -298,7 +298,8 @@ def _residual_rows(runs: RunTable, pred_log: np.ndarray, fit_mask: np.ndarray, l
 
 def _single_thread(fn):
     """Run ``fn`` with one BLAS thread. L-BFGS-B makes thousands of tiny BLAS calls; with OpenBLAS's default thread
-    pool they spin-wait against each other and any other process on the machine (measured 10-40x slower on 2 cores)."""
+    pool they spin-wait against each other and any other process on the machine (a supervised fit ran ~15x
+    slower on the shared 2-core machine; benchmarks/results/scaling_fit.md)."""
 
     def wrapper(*args, **kwargs):
         with threadpool_limits(limits=1, user_api="blas"):

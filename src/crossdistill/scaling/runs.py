@@ -2,7 +2,8 @@
 
 JSONL: one object per line with ``student_non_embedding_params`` (N_S), ``student_tokens`` (D_S), ``teacher_loss``
 (L_T, validation cross-entropy in nats; ``null`` for a supervised run) and ``student_loss`` (validation CE). Other
-fields are ignored. CSV: columns ``N, D, L`` (supervised runs) or ``N_S, D_S, L_T, L_S`` (distillation runs; an
+fields are ignored. With ``metric="bpb"`` the ``student_bpb`` / ``teacher_bpb`` fields are used instead: per-token
+cross-entropies of a student and a teacher with *different tokenizers* are not comparable, bits per byte are. CSV: columns ``N, D, L`` (supervised runs) or ``N_S, D_S, L_T, L_S`` (distillation runs; an
 empty ``L_T`` marks a supervised run).
 """
 
@@ -105,23 +106,32 @@ def _number(value, *, where: str, field: str, nullable: bool = False) -> float:
     return x
 
 
-def _pick(record: dict, key: str):
-    for name in _JSON_FIELDS[key]:
+_BPB_FIELDS = {**_JSON_FIELDS, "L_T": ("teacher_bpb",), "L": ("student_bpb",)}
+
+
+def _pick(record: dict, key: str, fields_: dict = _JSON_FIELDS):
+    for name in fields_[key]:
         if name in record:
             return name, record[name]
-    return _JSON_FIELDS[key][0], None
+    return fields_[key][0], None
 
 
-def _parse_record(record: dict, where: str) -> tuple[float, float, float, float]:
+def _parse_record(record: dict, where: str, metric: str = "loss") -> tuple[float, float, float, float]:
     out = []
     for key in ("N", "D", "L_T", "L"):
-        name, value = _pick(record, key)
+        name, value = _pick(record, key, _BPB_FIELDS if metric == "bpb" else _JSON_FIELDS)
         out.append(_number(value, where=where, field=name, nullable=key == "L_T"))
     return tuple(out)
 
 
-def load_runs(path: str | Path) -> RunTable:
-    """Read runs from a ``.jsonl`` (training's run records) or ``.csv`` file; raises :class:`RunsError` on bad input."""
+def load_runs(path: str | Path, metric: str = "loss") -> RunTable:
+    """Read runs from a ``.jsonl`` (training's run records) or ``.csv`` file; raises :class:`RunsError` on bad input.
+
+    ``metric``: ``loss`` (per-token validation cross-entropy, the paper's quantity) or ``bpb`` (bits per byte, JSONL
+    only; use it when the teacher's tokenizer differs from the student's).
+    """
+    if metric not in ("loss", "bpb"):
+        raise RunsError(f"metric = {metric!r}: choose loss or bpb.")
     path = Path(path)
     if not path.is_file():
         raise RunsError(f"{path}: no such file. Pass the runs.jsonl written by `crossdistill train`, or a CSV.")
@@ -130,6 +140,8 @@ def load_runs(path: str | Path) -> RunTable:
         raise RunsError(f"{path}: the file is empty; expected at least one run ({_EXPECTED}).")
     rows: list[tuple[float, float, float, float]] = []
     if path.suffix.lower() == ".csv":
+        if metric != "loss":
+            raise RunsError(f"{path}: metric = {metric!r} needs a runs.jsonl with student_bpb / teacher_bpb fields.")
         reader = csv.DictReader(text.splitlines())
         cols = set(reader.fieldnames or [])
         if {"N", "D", "L"} <= cols:
@@ -157,7 +169,7 @@ def load_runs(path: str | Path) -> RunTable:
                 raise RunsError(f"{where}: not valid JSON ({exc.msg}); expected one JSON object per line.") from None
             if not isinstance(record, dict):
                 raise RunsError(f"{where}: expected a JSON object, got {type(record).__name__}.")
-            rows.append(_parse_record(record, where))
+            rows.append(_parse_record(record, where, metric))
     if not rows:
         raise RunsError(f"{path}: no runs found; expected {_EXPECTED}.")
     arr = np.asarray(rows, dtype=np.float64)

@@ -198,7 +198,6 @@ class DistillTrainer(Trainer):
         if self.accelerator.num_processes > 1:
             count = self.accelerator.gather(count.reshape(1)).sum()
         self._step_count = count
-        import os; print("DEBUG", self.accelerator.num_processes, self.args.world_size, self.accelerator.distributed_type, os.environ.get("WORLD_SIZE"), local, count, batches[0]["example_index"].tolist() if batches else None, flush=True)
         self.state.num_input_tokens_seen += int(count)  # D_S: target tokens seen, generated ones included
         key = "on_policy" if on else "off_policy"
         self._metric_steps[key] += 1
