@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-eval", type=int, default=64)
     p.add_argument("--epochs", type=float, default=4)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--teacher-train", type=int, default=1500, help="examples the teacher is trained on")
+    p.add_argument("--teacher-train", type=int, default=1000, help="examples the teacher is trained on")
     p.add_argument("--teacher-epochs", type=float, default=2)
     p.add_argument("--work", default="/tmp/crossdistill-quality", help="scratch directory (teacher is reused)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.md"))
@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in xmethods:
             params = {"matched_weight": 1.0, "unmatched_weight": 1.0} if m == "gold_hybrid" else None
             plan[f"x/{m}"] = dict(student=x_init, teacher=teacher, train=paths["train"], loss=m, params=params)
+        # beta=0: the matched-column term is forward KL (TRL convention), the classic soft-label gradient
+        plan["x/gold_hybrid β=0"] = dict(student=x_init, teacher=teacher, train=paths["train"], loss="gold_hybrid",
+                                         params={"matched_weight": 1.0, "unmatched_weight": 1.0, "beta": 0.0})
         for lm in (0.5, 1.0):
             plan[f"x/gold_hybrid λ={lm}"] = dict(student=x_init, teacher=teacher, train=paths["train"],
                                                  loss="gold_hybrid", lmbda=lm,
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 init = x_init if name.startswith("x/") else same_init
                 students[name] = load_pretrained(str(init))
                 continue
-            out = sdir / name.replace("/", "_").replace(" ", "_").replace("λ=", "lambda")
+            out = sdir / name.replace("/", "_").replace(" ", "_").replace("λ=", "lambda").replace("β=", "beta")
             try:
                 demo.train_method(run_config(out=out, epochs=args.epochs, lr=args.lr, seed=seed, **spec))
             except Exception as err:  # a method that fails is reported as failing, not hidden

@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -198,11 +197,12 @@ def multilevel_ot_terms(
             s_sd.append(s_logits.new_zeros(n, 1).float() + 0.0 * s_logits.float().sum())
             continue
         p = min(n, m)
-        tk = _teacher_ranked(t, cfg.top_k, cfg.temperature, teacher_vocab_size)            # [m, k]
+        k = min(cfg.top_k, s_logits.shape[-1])          # a student vocabulary smaller than k bounds the support
+        tk = _teacher_ranked(t, k, cfg.temperature, teacher_vocab_size)                     # [m, k]
         s_logp = _student_ranked_logp(s_logits, tk, cfg.temperature, cfg)                   # [n, k]
         had = had + (tk[:p] - s_logp[:p].exp()).abs().sum()
         sl = sl - (tk[:p] * s_logp[:p]).sum()
-        tk2 = _teacher_ranked(t, cfg.top_k, cfg.sd_temperature, teacher_vocab_size)        # [m, k]
+        tk2 = _teacher_ranked(t, k, cfg.sd_temperature, teacher_vocab_size)                # [m, k]
         s_sd.append(_student_ranked_logp(s_logits, tk2, cfg.sd_temperature, cfg).exp())    # [n, k]
         t_sd.append(tk2)
     sd = sequence_sinkhorn_sum(t_sd, s_sd, cfg)

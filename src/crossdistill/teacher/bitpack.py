@@ -60,8 +60,7 @@ def unpack(packed: np.ndarray, n: int, bits: int) -> np.ndarray:
     for j in range(8):
         bit = j * bits
         byte, shift = bit // 8, bit % 8
-        word = np.zeros(groups, dtype=np.uint64)
-        for t in range(-(-(shift + bits) // 8)):
-            word |= rows[:, byte + t].astype(np.uint64) << np.uint64(8 * t)
+        # The 8 bytes from the value's first byte, read as one little-endian word (shift + bits <= 39 < 64).
+        word = np.ascontiguousarray(rows[:, byte:byte + 8]).view("<u8")[:, 0]
         out[:, j] = (word >> np.uint64(shift)) & mask
     return out.reshape(-1)[:n].astype(np.int64)
