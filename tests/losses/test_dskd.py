@@ -132,13 +132,17 @@ def test_dskd_cma_matches_naive_value_and_gradient():
     m_t = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 1, 1, 1, 0, 0]], dtype=torch.bool)
     y_t = torch.where(m_t, torch.randint(0, vt, (b, tt)), -100)
     proj = DSKDProjectors(hs, ht, cross_attention=True)
-    # Make the projected teacher hit the gold token sometimes, so the argmax mask is exercised both ways.
+    # Make the projected teacher predict token 4 everywhere (a large t2s bias along W_S[4]) and make token 4 the gold
+    # token at some positions only, so the "KD only where argmax z_t2s = gold" mask is exercised both ways.
     with torch.no_grad():
-        w_s[y_s[m_s][:2]] *= 3
+        w_s[4] *= 3
+        proj.t2s.bias.copy_(3 * w_s[4] / w_s[4].norm())
+    y_s = torch.where(m_s & (torch.arange(ts) % 2 == 0), torch.tensor(4), y_s)
     out = dskd_cma_terms(h_s, w_s, e_s, x_s, y_s, m_s, h_t, w_t, e_t, x_t, y_t, m_t, proj, temperature=2.0)
     got = _grads(out, _params(proj, h_s, w_s))
     ref = naive_cma(h_s, w_s, e_s, x_s, y_s, m_s, h_t, w_t, e_t, x_t, y_t, m_t, proj, 2.0)
     want = _grads({k: v for k, v in ref.items() if isinstance(v, torch.Tensor)}, _params(proj, h_s, w_s))
+    assert out["t2s_kd"].detach().item() > 0 and out["t2s_ce"].detach().item() > 0
     for name in ref:
         torch.testing.assert_close(out[name], torch.as_tensor(ref[name]).float(), atol=1e-5, rtol=1e-5)
     for a, w in zip(got, want):
@@ -148,7 +152,8 @@ def test_dskd_cma_matches_naive_value_and_gradient():
             torch.testing.assert_close(a, w, atol=1e-5, rtol=1e-4)
 
 
-def test_dskd_eta_matches_naive_value_and_gradient():
+@pytest.mark.parametrize("agreement", [1.0, 0.0])
+def test_dskd_eta_matches_naive_value_and_gradient(agreement):
     torch.manual_seed(3)
     hs, ht, vs, vt = 5, 7, 10, 12
     h_s = torch.randn(6, hs, requires_grad=True)
@@ -156,20 +161,30 @@ def test_dskd_eta_matches_naive_value_and_gradient():
     h_t, w_t = torch.randn(8, ht), torch.randn(vt, ht)
     t_rows = torch.tensor([0, 2, 3, 6])
     s_rows = torch.tensor([0, 1, 3, 5])
-    t2s_map = torch.tensor([0, 1, 2, -1, 4, 5, -1, 7, 8, 9, -1, 3])
+    t2s_map = torch.tensor([0, 1, 2, -1, 4, 5, 6, 7, 8, 9, -1, 3])
     proj = DSKDProjectors(hs, ht)
-    out = dskd_eta_terms(h_s, w_s, h_t, w_t, t_rows, s_rows, t2s_map, proj, temperature=2.0)
+    z_t = h_t @ w_t.T
+    labels = t2s_map[z_t[t_rows].argmax(-1)]
+    # Steer the projected teacher to the teacher's label on the first aligned row, so agreement is mixed.
+    with torch.no_grad():
+        proj.t2s.bias.copy_(4 * w_s[int(labels[0])] / w_s[int(labels[0])].norm())
+    out = dskd_eta_terms(h_s, w_s, h_t, w_t, t_rows, s_rows, t2s_map, proj, temperature=2.0,
+                         t2s_agreement=agreement)
     got = _grads({k: v for k, v in out.items() if k != "aligned"}, _params(proj, h_s, w_s))
-    t2s_kd = t2s_ce = s2t_kd = 0.0
+    rows = []
     for i, j in zip(t_rows.tolist(), s_rows.tolist()):
-        z_t = h_t[i] @ w_t.T
-        label = int(t2s_map[int(z_t.argmax())])
+        label = int(t2s_map[int(z_t[i].argmax())])
         z_t2s = proj.t2s(h_t[i]) @ w_s.detach().T
+        rows.append((i, j, label, z_t2s, label >= 0 and int(z_t2s.argmax()) == label))
+    rate = sum(r[4] for r in rows) / len(rows)
+    assert 0 < rate < 1
+    t2s_kd = t2s_ce = s2t_kd = 0.0
+    for i, j, label, z_t2s, agree in rows:
         if label >= 0:
             t2s_ce = t2s_ce + ce_rows([z_t2s], [label])
-            if int(z_t2s.argmax()) == label:
-                t2s_kd = t2s_kd + kl_rows([z_t2s.detach()], [h_s[j] @ w_s.T], 2.0)
-        s2t_kd = s2t_kd + kl_rows([z_t], [proj.s2t(h_s[j]) @ w_t.T], 2.0)
+        if (agree if rate <= agreement else True):
+            t2s_kd = t2s_kd + kl_rows([z_t2s.detach()], [h_s[j] @ w_s.T], 2.0)
+        s2t_kd = s2t_kd + kl_rows([z_t[i]], [proj.s2t(h_s[j]) @ w_t.T], 2.0)
     ref = {"t2s_kd": t2s_kd, "t2s_ce": t2s_ce, "s2t_kd": s2t_kd}
     want = _grads({k: v for k, v in ref.items() if isinstance(v, torch.Tensor)}, _params(proj, h_s, w_s))
     for name in ref:

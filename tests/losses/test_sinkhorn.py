@@ -24,7 +24,7 @@ def test_marginals_after_configured_iterations():
     # random probability vectors, probability marginals. (Costs spanning ~2 on very unbalanced shapes need more
     # rounds: docs/cross_tokenizer_methods.md gives the measured row error.)
     torch.manual_seed(0)
-    for n, m in [(37, 41), (64, 64), (5, 90), (1, 7), (300, 280)]:
+    for n, m in [(37, 41), (64, 64), (5, 90), (1, 7), (120, 150)]:
         a = torch.rand(4, n) + 0.5
         a = a / a.sum(1, keepdim=True)
         b = torch.full((4, m), 1.0 / m)
@@ -48,10 +48,10 @@ def test_distance_matches_pot_sinkhorn2(n, m, scale, iters):
     ours = sinkhorn_distance(cost, a, b, epsilon=0.1, n_iters=iters)
     for i in range(2):
         ref = ot.sinkhorn2(a[i].double().numpy(), b[i].double().numpy(), cost[i].double().numpy(), 0.1,
-                           numItermax=100_000, stopThr=1e-9)
+                           numItermax=20_000, stopThr=1e-8)
         assert abs(float(ours[i]) - float(ref)) < 1e-4
         plan_ref = ot.sinkhorn(a[i].double().numpy(), b[i].double().numpy(), cost[i].double().numpy(), 0.1,
-                               numItermax=100_000, stopThr=1e-9)
+                               numItermax=20_000, stopThr=1e-8)
         plan = log_sinkhorn_plan(cost[i:i + 1], a[i:i + 1], b[i:i + 1], epsilon=0.1, n_iters=iters)[0]
         np.testing.assert_allclose(plan.double().numpy(), plan_ref, atol=1e-4)
 

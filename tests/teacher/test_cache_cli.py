@@ -65,3 +65,10 @@ def test_dedicated_recipe_and_overrides(tmp_path):
     recipe.write_text("teacher: t\ndata: d.jsonl\noutput: out\nk: 16\n")
     cfg = load_cache_config(recipe, ["cache.k=64", "limit=null", "support=sampled"])
     assert (cfg.k, cfg.limit, cfg.support, cfg.teacher) == (64, None, "sampled", "t")
+
+
+def test_cache_into_a_foreign_output_exits_1(topk_cache, capsys):
+    cfg, _ = topk_cache
+    assert main(["cache", f"teacher={cfg.teacher}", f"data={cfg.data}", f"output={cfg.output}", "k=3",
+                 "examples_per_shard=3", "batch_size=2", "--no-progress"]) == 1
+    assert "already holds a different cache (k: artifact has 8, expected 3" in capsys.readouterr().err

@@ -97,3 +97,21 @@ def test_files_are_written_atomically_with_readable_permissions(topk_cache):
         assert mode == 0o644
     assert not list(Path(cfg.output).glob(".*")) and not list(Path(cfg.output).glob("*.done.json"))
     assert done_name(3) == "shard-00003.done.json"
+
+
+def test_sigkilled_subprocess_then_rerun_gives_identical_cache(topk_cache, tmp_path):
+    """A real kill: `crossdistill cache` in a subprocess SIGKILLed after its first shard, then rerun."""
+    import signal
+    import subprocess
+    import sys
+
+    ref_cfg, _ = topk_cache
+    out = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "crossdistill", "cache", f"teacher={ref_cfg.teacher}", f"data={ref_cfg.data}",
+           f"output={out}", f"k={ref_cfg.k}", f"examples_per_shard={ref_cfg.examples_per_shard}",
+           f"batch_size={ref_cfg.batch_size}", "--no-progress"]
+    proc = subprocess.run(cmd, env={**os.environ, FAIL_ENV: "1:kill"}, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert (out / shard_name(0)).exists() and not (out / "manifest.json").exists()
+    build_cache(replace(ref_cfg, output=str(out)), progress=False)
+    assert tree(out) == tree(ref_cfg.output)

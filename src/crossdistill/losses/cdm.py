@@ -197,7 +197,7 @@ def cdm_terms(
         kd = kd + kd_seq
         n_groups += g
         mapped += frac
-    return {"kd": kd, "groups": torch.tensor(float(n_groups)), "mapped": torch.tensor(mapped)}
+    return {"kd": kd, "groups": torch.tensor(float(n_groups), device=dev), "mapped": torch.tensor(mapped, device=dev)}
 
 
 def _gathered_kl(s_merged: torch.Tensor, t_merged: torch.Tensor, vocab_map: DynamicVocabMap,

@@ -241,7 +241,7 @@ def dskd_eta_terms(
     w_t = _weight(teacher_head, teacher_vocab_size).detach()
     zero = student_hidden.float().sum() * 0.0
     if teacher_rows.numel() == 0:
-        return {"t2s_kd": zero, "t2s_ce": zero, "s2t_kd": zero, "aligned": torch.zeros(())}
+        return {"t2s_kd": zero, "t2s_ce": zero, "s2t_kd": zero, "aligned": torch.zeros((), device=zero.device)}
     ht = h_t[teacher_rows]
     hs = student_hidden[student_rows]
     z_t = F.linear(ht, w_t).float()                                                   # [P, V_t]
@@ -259,7 +259,7 @@ def dskd_eta_terms(
     s2t_kd = _div(kd_divergence, F.log_softmax(z_s2t / temperature, -1), F.log_softmax(z_t / temperature, -1),
                   params).sum()
     return {"t2s_kd": t2s_kd, "t2s_ce": t2s_ce, "s2t_kd": s2t_kd,
-            "aligned": torch.tensor(float(teacher_rows.numel()))}
+            "aligned": torch.tensor(float(teacher_rows.numel()), device=z_t.device)}
 
 
 @torch.no_grad()

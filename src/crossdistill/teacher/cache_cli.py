@@ -38,7 +38,11 @@ def main_cache(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"crossdistill cache: {err}", file=sys.stderr)
         return 2
-    manifest = build_cache(cfg, progress=not args.no_progress)
+    try:
+        manifest = build_cache(cfg, progress=not args.no_progress)
+    except (FileExistsError, FileNotFoundError, ValueError) as err:  # bad data, tokenizer, or a foreign output dir
+        print(f"crossdistill cache: {err}", file=sys.stderr)
+        return 1
     tokens = sum(f["tokens"] for f in manifest.files)
     print(f"cache complete: {cfg.output} ({len(manifest.files)} shards, {tokens} tokens, k={manifest.k})")
     return 0

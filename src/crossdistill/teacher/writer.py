@@ -36,8 +36,8 @@ from crossdistill.teacher.format import FORMAT_VERSION, concat_examples, encode_
 
 PLAN_NAME = ".plan.json"
 FAIL_ENV = "CROSSDISTILL_CACHE_FAIL_AFTER"
-"""Test hook: after this many shards written by this process, leave half of the next shard in a temporary file and
-fail as if killed (``InjectedFailure``)."""
+"""Test hook: ``N`` — after N shards written by this process, leave half of the next shard in a temporary file and
+raise ``InjectedFailure``; ``N:kill`` — the same, then SIGKILL the process (no Python cleanup runs)."""
 
 
 class InjectedFailure(RuntimeError):
@@ -124,7 +124,8 @@ def write_shards(cfg: CacheConfig, examples: list[dict[str, Any]], rank: int = 0
         return 0
     model, tok = load_teacher(cfg.teacher, cfg.teacher_dtype, device)
     bits = bits_for(len(tok))
-    fail_after = int(os.environ[FAIL_ENV]) if os.environ.get(FAIL_ENV) else None
+    hook = os.environ.get(FAIL_ENV, "")
+    fail_after = int(hook.split(":")[0]) if hook else None
     written = 0
     for i in tqdm(todo, desc=f"cache rank {rank}", disable=not progress, position=rank, unit="shard"):
         lo, hi = i * cfg.examples_per_shard, min((i + 1) * cfg.examples_per_shard, len(examples))
@@ -143,6 +144,10 @@ def write_shards(cfg: CacheConfig, examples: list[dict[str, Any]], rank: int = 0
         if fail_after is not None and written >= fail_after:
             # Simulate a kill in the middle of a write: a half-written temporary file and no rename.
             (out / f".{shard_name(i)}.killed.tmp").write_bytes(blob[: len(blob) // 2])
+            if hook.endswith(":kill"):
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
             raise InjectedFailure(f"{FAIL_ENV}={fail_after}: simulated crash while writing shard {i}")
         write_atomic(out / shard_name(i), blob)
         record = {"name": shard_name(i), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
