@@ -65,12 +65,14 @@ def make_batch(B: int, T: int, vs: int, vt: int, seed: int = 0):
     return out["s"], out["t"]
 
 
-def timeit(fn, repeats: int) -> tuple[float, object]:
+def timeit(fn, repeats: int, label: str = "") -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t0)
+    if label:
+        print(f"# {label}: {' '.join(f'{x:.2f}' for x in times)} s", flush=True)
     return statistics.median(times), result
 
 
@@ -83,6 +85,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-trl", action="store_true", help="skip TRL's ULDLoss")
+    ap.add_argument("--no-parity", action="store_true", help="skip the value check against TRL's bayesian mode")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
     if args.threads:
@@ -118,9 +121,9 @@ def main() -> None:
         return run
 
     rows = [("alignment (BatchAlignment.build, numpy)", t_align, None)]
-    t_topk, out_topk = timeit(ours(args.k), args.repeats)
+    t_topk, out_topk = timeit(ours(args.k), args.repeats, f"ours top-{args.k}")
     rows.append((f"crossdistill aligned ULD, top-{args.k} (fwd+bwd)", t_topk, out_topk))
-    t_full, out_full = timeit(ours(None), max(1, args.repeats - 1))
+    t_full, out_full = timeit(ours(None), max(1, args.repeats - 1), "ours full sort")
     rows.append(("crossdistill aligned ULD, full sort (fwd+bwd)", t_full, out_full))
     rel = float((out_full.loss - out_topk.loss).abs().detach() / out_full.loss.detach())
     bound = float(out_topk.bound.sum() / out_full.loss.detach())
@@ -146,11 +149,12 @@ def main() -> None:
                 return loss
             return run
 
-        trl_time, trl_val = timeit(trl_run("observed"), 1)
+        trl_time, trl_val = timeit(trl_run("observed"), 1, "TRL observed")
         rows.append(("TRL 1.16 ULDLoss (extended ULD, observed; fwd+bwd)", trl_time, None))
-        _, trl_bayes = timeit(trl_run("bayesian"), 1)
+    if not args.no_trl and not args.no_parity:
+        _, trl_bayes = timeit(trl_run("bayesian"), 1, "TRL bayesian")
         # Ours, normalized like TRL (mean over groups per sample, then over samples), bayesian rows = TRL bayesian.
-        _, ob = timeit(ours(None, "bayesian"), 1)
+        _, ob = timeit(ours(None, "bayesian"), 1, "ours full sort, bayesian")
         per_ex = torch.zeros(B).index_add(0, al.group_example, ob.per_group.detach())
         cnt = torch.bincount(al.group_example, minlength=B)
         ours_bayes = float((per_ex / cnt).mean())

@@ -410,11 +410,7 @@ def validate(cfg: DistillConfig, check_paths: bool = True) -> None:
         raise ConfigError(f"onpolicy.lmbda={op.lmbda} with loss.name={cfg.loss.name!r}: on-policy steps need a "
                           "teacher objective to score the student's samples; use e.g. loss.name=forward_kl")
     if op.backend == "vllm":
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None:
-            raise ConfigError("onpolicy.backend='vllm' but vllm is not installed; pip install vllm or use 'hf'")
-
+        raise ConfigError("onpolicy.backend='vllm': vLLM rollouts are not implemented yet; use onpolicy.backend=hf")
     needs_teacher = spec.needs_teacher or op.seq_kd
     if needs_teacher and cfg.teacher is None:
         why = f"loss.name={cfg.loss.name!r}" if spec.needs_teacher else "onpolicy.seq_kd=true"

@@ -63,17 +63,17 @@ class CDMConfig:
             raise ValueError(f"CDMConfig.threshold={self.threshold} must be in (0, 1]")
 
 
-def entropy_weights(logp: torch.Tensor) -> np.ndarray:
+def entropy_weights(logp: torch.Tensor, normalized: bool = False) -> np.ndarray:
     """CDM's integer alignment weights from per-position log-probabilities.
 
     Args:
-        logp: ``[n, V]`` log-probabilities (or logits; they are normalized here).
+        logp: ``[n, V]`` logits, or log-probabilities with ``normalized=True`` (skips a log-softmax).
 
     Returns:
         ``[n]`` int64 in {3, 4, 5}. A sequence with constant entropy gets 3 everywhere (Ĥ = 0).
     """
     with torch.no_grad():
-        lp = torch.log_softmax(logp.float(), dim=-1)
+        lp = logp.float() if normalized else torch.log_softmax(logp.float(), dim=-1)
         h = -(lp.exp() * lp).sum(-1)
         if h.numel() == 0:
             return np.zeros(0, dtype=np.int64)
@@ -183,7 +183,8 @@ def cdm_terms(
             kd = kd + 0.0 * zs.float().sum()
             continue
         zs = zs.float()
-        group, t_range = dtw_groups(ts, ss, entropy_weights(t_logp), entropy_weights(zs), cfg.zero_cost_pairs)
+        group, t_range = dtw_groups(ts, ss, entropy_weights(t_logp, normalized=True), entropy_weights(zs),
+                                    cfg.zero_cost_pairs)
         g = t_range.shape[0]
         gid = torch.as_tensor(group, device=dev)
         count_s = torch.bincount(gid, minlength=g).float()

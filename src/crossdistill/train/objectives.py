@@ -163,10 +163,9 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {}
 # Modules that register objectives when imported. Missing ones (written by other engineers later) are skipped.
 BUILTIN_MODULES = (
     "crossdistill.train.objectives",
-    "crossdistill.align.objectives",
-    "crossdistill.losses.uld",
-    "crossdistill.losses.hybrid",
-    "crossdistill.losses.ot",
+    "crossdistill.align.objectives",  # uld, gold_hybrid
+    "crossdistill.losses.objectives",  # cross-tokenizer objectives written later (MultiLevelOT, CDM, DSKD ...)
+    "crossdistill.losses.mlot",
     "crossdistill.losses.cdm",
     "crossdistill.losses.dskd",
 )
