@@ -5,9 +5,9 @@ Synthetic inputs, fp32, whatever device torch uses (CPU here):
 * logits: random normal × 3 (fairly peaked) for every completion position; vocabularies V_s (student) and V_t
   (teacher); hidden sizes H_s / H_t for the DSKD variants (lm_heads random);
 * token strings (CDM's DTW and dynamic map, ETA's alignment): random lowercase "words" of 1–8 letters; the student
-  vocabulary shares 60% of the teacher's strings (the exact-match map), and the student sequence copies the teacher
-  token where the student has it and spells it as two other student tokens otherwise (~30% of positions), so the
-  sequences have different lengths and DTW / ETA have real work to do;
+  vocabulary shares 60% of the teacher's strings (the exact-match map); both sides spell the SAME text: the student
+  copies a teacher token it has and spells the others as two pieces (~40% of teacher tokens), so the sequences have
+  different lengths and DTW / ETA have real work to do;
 * every method runs with its paper / recipe defaults (MultiLevelOT k = 50, N = 20, λ = 0.1; CDM k = 100, threshold
   0.3, T = 0.8; DSKD T = 2, forward KL).
 
@@ -50,16 +50,38 @@ def vocabularies(vs: int, vt: int, rng: np.random.Generator) -> tuple[list[str],
     return t_vocab, s_vocab, base
 
 
-def sequences(batch: int, length: int, vs: int, vt: int, shared: int, rng: np.random.Generator):
-    """Per example (teacher ids, student ids), both cut to ``length``."""
+def sequences(batch: int, length: int, vs: int, vt: int, shared: int, s_vocab: list[str],
+              rng: np.random.Generator):
+    """Per example (teacher ids, student ids) spelling the SAME text, both cut to ``length``. A teacher token the
+    student lacks is spelled by two student pieces (added to the student vocabulary in its non-shared id range)."""
+    t_vocab_size = vt
+    pieces: dict[str, int] = {}
+    next_id = shared
+
+    def piece(text: str) -> int:
+        nonlocal next_id
+        if text not in pieces:
+            pieces[text] = next_id
+            s_vocab[next_id] = text
+            next_id = shared + (next_id + 1 - shared) % (vs - shared)
+        return pieces[text]
+
     out = []
     for _ in range(batch):
-        t_ids = rng.integers(0, vt, length)
-        s_ids = []
+        t_ids = rng.integers(0, t_vocab_size, length)
+        s_ids: list[int] = []
         for t in t_ids:
-            s_ids += [int(t)] if t < shared else rng.integers(shared, vs, 2).tolist()
+            if t < shared:
+                s_ids.append(int(t))
+            else:
+                w = T_VOCAB_REF[int(t)]
+                cut = max(1, len(w) // 2)
+                s_ids += [piece(w[:cut])] + ([piece(w[cut:])] if w[cut:] else [])
         out.append((t_ids[:length], np.array(s_ids[:length])))
     return out
+
+
+T_VOCAB_REF: list[str] = []
 
 
 def timed(fn, reps: int) -> tuple[float, float]:
@@ -93,7 +115,8 @@ def main() -> None:
     B, T, vs, vt, hs, ht = (args.batch, args.length, args.vocab_student, args.vocab_teacher, args.hidden_student,
                             args.hidden_teacher)
     t_vocab, s_vocab, base = vocabularies(vs, vt, rng)
-    seqs = sequences(B, T, vs, vt, int((base >= 0).sum()), rng)
+    T_VOCAB_REF[:] = t_vocab
+    seqs = sequences(B, T, vs, vt, int((base >= 0).sum()), s_vocab, rng)
     zs = [(torch.randn(T, vs) * 3).requires_grad_() for _ in range(B)]
     zt = [torch.randn(T, vt) * 3 for _ in range(B)]
     rows = []

@@ -96,13 +96,53 @@ def run_trl(paths, work: Path, steps: int, batch: int, lmbda: float, new_tokens:
     return timer.tokens_per_s
 
 
+def micro_step(paths, reps: int, batch: int) -> tuple[float, float]:
+    """Median ms of forward + loss + backward on ONE fixed batch: crossdistill's objective vs TRL's GKD loss
+    (full logits of both models + ``GKDTrainer.generalized_jsd_loss``), interleaved, no Trainer around them."""
+    from trl.experimental.gkd import GKDTrainer
+
+    from crossdistill.config import load_config
+    from crossdistill.data.dataset import DistillCollator
+    from crossdistill.train import models
+    from crossdistill.train.run import prepare
+    from crossdistill.train.trainer import ObjectiveRunner
+
+    cfg = load_config(None, [f"student.model={paths['student']}", f"teacher.model={paths['teacher']}",
+                             f"data.train={paths['data']}", "loss.name=jsd", "data.eval_fraction=0"])
+    p = prepare(cfg, progress=False)
+    student = models.load_model(cfg.student, "student")
+    teacher = models.freeze_teacher(models.load_model(cfg.teacher, "teacher"))
+    b = DistillCollator(p.student_tok.pad_token_id)([p.train[i] for i in range(batch)])
+    runner = ObjectiveRunner(p.spec, cfg, teacher, p.student_tok, p.teacher_tok)
+
+    def ours():
+        runner.objective(student, b).loss.backward()
+
+    def trl():
+        zs = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        with torch.no_grad():
+            zt = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        GKDTrainer.generalized_jsd_loss(zs[:, :-1], zt[:, :-1], labels=b["labels"][:, 1:], beta=0.5).backward()
+
+    times = {ours: [], trl: []}
+    for f in (ours, trl):
+        f()
+    for _ in range(reps):
+        for f in (ours, trl):
+            t0 = time.perf_counter()
+            f()
+            times[f].append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times[ours]), 1000 * statistics.median(times[trl])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--lmbdas", default="0,1", help="comma-separated on-policy fractions to measure")
+    ap.add_argument("--lmbdas", default="0,1", help="comma-separated on-policy fractions to measure ('' to skip)")
+    ap.add_argument("--micro-reps", type=int, default=15, help="repetitions of the fixed-batch step timing (0 = skip)")
     args = ap.parse_args(argv)
     from crossdistill.train.tiny_assets import build
 
@@ -117,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         paths = build(work / "tiny", n_examples=64)
-        for lmbda in [float(x) for x in args.lmbdas.split(",")]:
+        micro = micro_step(paths, args.micro_reps, args.batch) if have_trl and args.micro_reps else None
+        for lmbda in [float(x) for x in args.lmbdas.split(",") if x]:
             res = {"crossdistill": [], "trl": []}
             for r in range(args.repeats):
                 for name, fn in (("crossdistill", run_crossdistill), ("trl", run_trl)):
@@ -136,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     for lmbda, cd, tr, ratio in rows:
         print(f"| {lmbda:g} | {cd:.1f} | {tr:.1f} | {ratio:.2f}× |")
+    if micro:
+        print(f"\nOne fixed batch of {args.batch}, forward + loss + backward, median of {args.micro_reps} (ms):\n")
+        print("| crossdistill objective | TRL GKD loss on full logits | TRL / crossdistill |")
+        print("|---|---|---|")
+        print(f"| {micro[0]:.1f} | {micro[1]:.1f} | {micro[1] / micro[0]:.2f}× |")
     return 0
 
 

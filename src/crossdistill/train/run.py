@@ -117,6 +117,7 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
 
 
 def training_arguments(cfg: DistillConfig):
+    import torch
     from transformers import TrainingArguments
 
     t = cfg.train
@@ -131,6 +132,7 @@ def training_arguments(cfg: DistillConfig):
         report_to=list(t.report_to) or "none", remove_unused_columns=False, dataloader_num_workers=t.dataloader_workers,
         disable_tqdm=not t.progress_bar, use_cpu=cfg.student.device == "cpu", average_tokens_across_devices=False,
         include_num_input_tokens_seen="no", ddp_find_unused_parameters=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
 
 
