@@ -126,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="/tmp/crossdistill-quality", help="scratch directory (teacher is reused)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.md"))
     p.add_argument("--only", help="comma-separated subset of row names (debugging)")
+    p.add_argument("--from-json", help="re-render the markdown from a saved quality.json (no training)")
     args = p.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        write_markdown(Path(args.out), saved["rows"], args, saved["seconds"], saved["cross_methods"])
+        print(Path(args.out).read_text())
+        return 0
 
     from crossdistill import demo, tasks
     from crossdistill.evaluate import evaluate_models, load_pretrained
@@ -214,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                 row.setdefault(k, []).append(getattr(r, k))
         print(f"seed {seed} done at {time.perf_counter() - t0:.0f} s", flush=True)
 
-    write_markdown(Path(args.out), rows, args, time.perf_counter() - t0, xmethods)
-    (work / "quality.json").write_text(json.dumps(rows, indent=2, default=str))
+    seconds = time.perf_counter() - t0
+    write_markdown(Path(args.out), rows, args, seconds, xmethods)
+    (work / "quality.json").write_text(json.dumps({"rows": rows, "seconds": seconds, "cross_methods": xmethods},
+                                                  indent=2, default=str))
     print(Path(args.out).read_text())
     return 0
 
@@ -243,8 +251,33 @@ def write_markdown(path: Path, rows: dict[str, dict[str, Any]], args: Any, secon
             better = f"{sum(x < 0 for x in d)}/{len(d)}"
         lines.append(f"| {name} | {mean_std(row['bpb'])} | {delta} | {better} | {mean_std(row['ce'])} | "
                      f"{mean_std(row['agreement'])} | {mean_std(row['accuracy'])} |")
+    lines += ["", "## Verdicts (held-out bits per byte against the CE-only student of the same tokenizer)", ""]
+    lines += [f"- **{name}**: {verdict}" for name, verdict in verdicts(rows)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+
+
+def verdicts(rows: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """'helps' when better in every seed by more than one std of the difference; 'hurts' symmetric; else no clear
+    effect."""
+    out = []
+    for name, row in rows.items():
+        if name.endswith(("/ce", "untrained")) or name == "teacher" or "bpb" not in row:
+            continue
+        base = rows.get("x/ce" if name.startswith("x/") else "same/ce", {}).get("bpb")
+        if not base or len(base) != len(row["bpb"]):
+            continue
+        d = [a - b for a, b in zip(row["bpb"], base)]
+        m = statistics.mean(d)
+        sd = statistics.stdev(d) if len(d) > 1 else 0.0
+        if all(x < 0 for x in d) and -m > sd:
+            v = f"helps ({m:+.4f} bits/byte, better in all {len(d)} seeds)"
+        elif all(x > 0 for x in d) and m > sd:
+            v = f"hurts ({m:+.4f} bits/byte, worse in all {len(d)} seeds)"
+        else:
+            v = f"no clear effect ({m:+.4f} ± {sd:.4f} bits/byte, better in {sum(x < 0 for x in d)}/{len(d)} seeds)"
+        out.append((name, v))
+    return out
 
 
 if __name__ == "__main__":
