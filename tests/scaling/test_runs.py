@@ -94,3 +94,14 @@ def test_bpb_metric_for_cross_tokenizer_runs(tmp_path):
     (tmp_path / "s.csv").write_text("N,D,L\n1e8,2e9,3.1\n")
     with pytest.raises(RunsError, match="bpb"):
         load_runs(tmp_path / "s.csv", metric="bpb")
+
+
+def test_sft_record_with_evaluated_teacher_is_supervised(tmp_path):
+    # `crossdistill train` in sft mode still evaluates the teacher and records its loss; the laws must not read that
+    # run as a distillation run.
+    rows = [{"student_non_embedding_params": 1e8, "student_tokens": 2e9, "teacher_loss": 2.5, "student_loss": 3.1,
+             "mode": "sft"},
+            {"student_non_embedding_params": 1e8, "student_tokens": 2e9, "teacher_loss": 2.5, "student_loss": 3.0,
+             "mode": "soft"}]
+    runs = load_runs(_jsonl(tmp_path, rows))
+    assert math.isnan(runs.L_T[0]) and runs.L_T[1] == 2.5

@@ -121,6 +121,10 @@ def _parse_record(record: dict, where: str, metric: str = "loss") -> tuple[float
     for key in ("N", "D", "L_T", "L"):
         name, value = _pick(record, key, _BPB_FIELDS if metric == "bpb" else _JSON_FIELDS)
         out.append(_number(value, where=where, field=name, nullable=key == "L_T"))
+    # A cross-entropy-only run evaluates its teacher too (for comparison), but the student never saw it: it is a
+    # supervised run for the laws.
+    if record.get("mode") == "sft":
+        out[2] = math.nan
     return tuple(out)
 
 
