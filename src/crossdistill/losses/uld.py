@@ -157,6 +157,86 @@ def _dense_full(side: _Side, idx: slice) -> torch.Tensor:
     return torch.exp(z - c[:, None])
 
 
+class _RowStats(torch.autograd.Function):
+    """One pass over the aligned rows of a side: logsumexp of every row, the actual-token logit of every row and the
+    top-k logits of the free rows — with ONE gradient tensor in backward (closed form: softmax · g_lse + one-hot ·
+    g_target + scatter of g_top), instead of a full-size zero tensor per gather/chunk that autograd would build."""
+
+    @staticmethod
+    def forward(ctx, logits, rows, targets, free_local, k, temperature, chunk):
+        n, nf = rows.numel(), free_local.numel()
+        dt = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        lse = torch.empty(n, dtype=dt, device=logits.device)
+        tgt = torch.zeros(n, dtype=dt, device=logits.device)
+        top = torch.empty(nf, k, dtype=dt, device=logits.device)
+        top_idx = torch.empty(nf, k, dtype=torch.long, device=logits.device)
+        slot = torch.full((n,), -1, dtype=torch.long, device=logits.device)
+        slot[free_local] = torch.arange(nf, device=logits.device)
+        for i in range(0, n, chunk):
+            z = _up(logits[rows[i:i + chunk]])
+            if temperature != 1.0:
+                z = z / temperature
+            lse[i:i + chunk] = torch.logsumexp(z, dim=-1)
+            if targets is not None:
+                tgt[i:i + chunk] = z.gather(-1, targets[i:i + chunk, None]).squeeze(-1)
+            sl = slot[i:i + chunk]
+            f = sl >= 0
+            if bool(f.any()):
+                v, ix = z[f].topk(k, dim=-1, sorted=True)
+                top[sl[f]] = v
+                top_idx[sl[f]] = ix
+        ctx.save_for_backward(logits, rows, targets if targets is not None else rows.new_zeros(0), slot, lse,
+                              top_idx)
+        ctx.has_targets, ctx.temperature, ctx.chunk = targets is not None, temperature, chunk
+        return lse, tgt, top
+
+    @staticmethod
+    def backward(ctx, g_lse, g_tgt, g_top):
+        logits, rows, targets, slot, lse, top_idx = ctx.saved_tensors
+        grad = torch.zeros_like(logits)
+        T, chunk = ctx.temperature, ctx.chunk
+        for i in range(0, rows.numel(), chunk):
+            r = rows[i:i + chunk]
+            z = _up(logits[r])
+            if T != 1.0:
+                z = z / T
+            g = torch.exp(z - lse[i:i + chunk, None]) * g_lse[i:i + chunk, None]
+            if ctx.has_targets:
+                g.scatter_add_(-1, targets[i:i + chunk, None], g_tgt[i:i + chunk, None])
+            sl = slot[i:i + chunk]
+            f = torch.nonzero(sl >= 0).squeeze(-1)
+            if f.numel():
+                g[f] = g[f].scatter_add(-1, top_idx[sl[f]], g_top[sl[f]])
+            if T != 1.0:
+                g = g / T
+            grad.index_copy_(0, r, g.to(grad.dtype))
+        return grad, None, None, None, None, None, None
+
+
+def _topk_side(logits: torch.Tensor, targets: torch.Tensor | None, rows: torch.Tensor, groups: torch.Tensor,
+               num_groups: int, strategy: MergeStrategy, temperature: float, k: int, chunk: int = 512
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(p_top [G, k], tail [G])``: top-k of every merged group (sorted desc) and the merged mass outside it."""
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    flags = free_flags(groups, strategy)
+    single = num_groups == rows.numel()
+    y = None
+    if not single:
+        if targets is None:
+            raise ValueError("multi-token groups need the targets (actual token ids) of every aligned row")
+        y = targets[rows]
+        if bool((y < 0).any()):
+            raise ValueError("an aligned row has no target id (targets == -100 there); build the alignment from the "
+                             "same shifted masks as the targets")
+    free_local = torch.nonzero(flags).squeeze(-1)
+    lse, tgt, top = _RowStats.apply(logits, rows, y, free_local, k, float(temperature), chunk)
+    scale = torch.zeros(num_groups, dtype=lse.dtype, device=lse.device) if single else \
+        group_log_scale(tgt - lse, groups, num_groups, strategy)
+    p_top = torch.exp(top - (lse[flags] - scale)[:, None])
+    return p_top, scale.exp() - p_top.sum(-1)
+
+
 # ------------------------------------------------------------------------------------------------ sides (sparse)
 
 
@@ -231,11 +311,34 @@ def uld_from_alignment(
     if G == 0:
         zero = student_logits.sum() * 0.0
         return ULDOutput(zero, student_logits.new_zeros(0), None if top_k is None else student_logits.new_zeros(0), 0)
-    student = _prepare_dense(student_logits, student_targets, alignment.student_rows, alignment.student_groups, G,
-                             merge, student_temperature)
+    if isinstance(teacher, TeacherSignal) and teacher.logits is not None:
+        teacher = teacher.logits
+    v_s = student_logits.shape[-1]
+    if isinstance(teacher, TeacherSignal):
+        k_sig = teacher.ids.shape[-1]
+        k = min(k_sig if top_k is None else min(top_k, k_sig), v_s)
+    else:
+        k = None if top_k is None else min(top_k, teacher.shape[-1], v_s)
+
+    if k is None:  # exact full sort (reference path), chunked over groups
+        student = _prepare_dense(student_logits, student_targets, alignment.student_rows, alignment.student_groups,
+                                 G, merge, student_temperature)
+        with torch.no_grad():
+            teacher_side = _prepare_dense(teacher.detach(), teacher_targets, alignment.teacher_rows,
+                                          alignment.teacher_groups, G, merge, teacher_temperature)
+        values = []
+        for start in range(0, G, max(1, chunk_groups)):
+            idx = slice(start, min(G, start + chunk_groups))
+            ps = _dense_full(student, idx)
+            with torch.no_grad():
+                pt = _dense_full(teacher_side, idx)
+            values.append(sorted_l1_full(ps, pt))
+        per_group = torch.cat(values)
+        return ULDOutput(per_group.sum(), per_group, None, G)
+
+    s_top, s_tail = _topk_side(student_logits, student_targets, alignment.student_rows, alignment.student_groups, G,
+                               merge, student_temperature, k, chunk_groups)
     with torch.no_grad():
-        if isinstance(teacher, TeacherSignal) and teacher.logits is not None:
-            teacher = teacher.logits
         if isinstance(teacher, TeacherSignal):
             ids, kept, tail = _sparse_parts(teacher, teacher_temperature, teacher_vocab_size)
             t_free = free_flags(alignment.teacher_groups, merge)
@@ -247,41 +350,15 @@ def uld_from_alignment(
                 tl = _sparse_target_logp(ids, kept, tail, alignment.teacher_rows, teacher_targets, teacher.policy)
                 t_scale = group_log_scale(tl, alignment.teacher_groups, G, merge)
             t_rows = alignment.teacher_rows[t_free]
-            k_sig = kept.shape[-1]
-            k = min(k_sig if top_k is None else min(top_k, k_sig), student_logits.shape[-1])
-            # Teacher top-k probabilities and tail (scaled by the merge), computed once for all groups.
-            t_log_top = kept[t_rows, :k] + t_scale[:, None]
+            # Teacher top-k probabilities and tail (scaled by the merge), for all groups at once.
+            t_top = (kept[t_rows, :k] + t_scale[:, None]).exp()
             t_tail_log = torch.logaddexp(tail[t_rows], torch.logsumexp(kept[t_rows, k:], -1)) if k < k_sig \
                 else tail[t_rows]
-            t_top_all, t_tail_all = t_log_top.exp(), (t_tail_log + t_scale).exp()
-            teacher_side = None
+            t_tail = (t_tail_log + t_scale).exp()
         else:
-            teacher_side = _prepare_dense(teacher.detach(), teacher_targets, alignment.teacher_rows,
-                                          alignment.teacher_groups, G, merge, teacher_temperature)
-            k = None if top_k is None else min(top_k, teacher.shape[-1])
-    if k is not None:
-        k = min(k, student_logits.shape[-1])
-
-    values, bounds = [], []
-    for start in range(0, G, max(1, chunk_groups)):
-        idx = slice(start, min(G, start + chunk_groups))
-        if k is None:
-            ps = _dense_full(student, idx)
-            with torch.no_grad():
-                pt = _dense_full(teacher_side, idx)
-            values.append(sorted_l1_full(ps, pt))
-            continue
-        s_top, s_tail = _dense_topk(student, idx, k)
-        with torch.no_grad():
-            if teacher_side is not None:
-                t_top, t_tail = _dense_topk(teacher_side, idx, k)
-            else:
-                t_top, t_tail = t_top_all[idx, :k], t_tail_all[idx]
-        v, b = sorted_l1_topk(s_top, s_tail, t_top, t_tail)
-        values.append(v)
-        bounds.append(b)
-    per_group = torch.cat(values)
-    bound = torch.cat(bounds) if bounds else None
+            t_top, t_tail = _topk_side(teacher.detach(), teacher_targets, alignment.teacher_rows,
+                                       alignment.teacher_groups, G, merge, teacher_temperature, k, chunk_groups)
+    per_group, bound = sorted_l1_topk(s_top, s_tail, t_top.to(s_top.dtype), t_tail.to(s_top.dtype))
     return ULDOutput(per_group.sum(), per_group, bound, G)
 
 

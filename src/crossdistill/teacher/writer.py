@@ -178,9 +178,10 @@ def merge(cfg: CacheConfig, plan: Manifest) -> Manifest:
     return manifest
 
 
-def _worker(cfg: CacheConfig, examples: list[dict[str, Any]], rank: int, world: int, threads: int) -> None:
+def _worker(cfg: CacheConfig, examples: list[dict[str, Any]], rank: int, world: int, threads: int,
+            progress: bool) -> None:
     torch.set_num_threads(threads)
-    write_shards(cfg, examples, rank, world, "cpu", progress=True)
+    write_shards(cfg, examples, rank, world, "cpu", progress=progress)
 
 
 def _resolve_device(cfg: CacheConfig, state: Any = None) -> torch.device:
@@ -225,7 +226,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Manifest:
 
         ctx = mp.get_context("spawn")
         threads = max(1, torch.get_num_threads() // cfg.workers)
-        procs = [ctx.Process(target=_worker, args=(cfg, examples, r, cfg.workers, threads))
+        procs = [ctx.Process(target=_worker, args=(cfg, examples, r, cfg.workers, threads, progress))
                  for r in range(cfg.workers)]
         for p in procs:
             p.start()
