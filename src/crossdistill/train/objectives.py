@@ -160,14 +160,11 @@ class ObjectiveSpec:
 
 OBJECTIVES: dict[str, ObjectiveSpec] = {}
 
-# Modules that register objectives when imported. Missing ones (written by other engineers later) are skipped.
+# Modules that register objectives when imported.
 BUILTIN_MODULES = (
     "crossdistill.train.objectives",
     "crossdistill.align.objectives",  # uld, gold_hybrid
-    "crossdistill.losses.objectives",  # cross-tokenizer objectives written later (MultiLevelOT, CDM, DSKD ...)
-    "crossdistill.losses.mlot",
-    "crossdistill.losses.cdm",
-    "crossdistill.losses.dskd",
+    "crossdistill.train.xtok_objectives",  # multilevel_ot, cdm, dskd, dskd_cma, dskd_eta
 )
 
 
@@ -190,13 +187,9 @@ def register_objective(name: str, *, needs_teacher: bool, cross_tokenizer: bool 
 
 
 def load_builtin_objectives() -> dict[str, ObjectiveSpec]:
-    """Import every module that registers objectives (the ones that exist) and return the registry."""
+    """Import every module that registers objectives and return the registry."""
     for mod in BUILTIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:  # an engineer's module that is not written yet
-            if err.name is None or not mod.startswith(err.name):
-                raise
+        importlib.import_module(mod)
     return OBJECTIVES
 
 
