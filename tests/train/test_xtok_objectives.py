@@ -1,8 +1,8 @@
 """MultiLevelOT, CDM and DSKD objectives, end to end on the tiny models with different tokenizers.
 
-``multilevel_ot`` and ``cdm`` train through the real trainer (``run_training``). The DSKD variants need the trainer
-to build their projector state (``build_objective_state``); until it does, they run one optimizer step here on real
-model forwards, with the projectors in their own param group, exactly as the trainer is asked to.
+All train through the real trainer (``run_training``) for two steps. The DSKD variants also check that the trainer
+builds their projectors, trains them in their own param group, saves ``projectors.safetensors`` next to the student
+and in every checkpoint, and restores them on resume.
 
 Run: python -m pytest tests/train/test_xtok_objectives.py -q
 """
@@ -13,13 +13,15 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 import crossdistill.train.xtok_objectives as xo
 from crossdistill.config import load_config
 from crossdistill.data.dataset import DistillCollator
 from crossdistill.train import models
 from crossdistill.train.objectives import get_objective
-from crossdistill.train.run import batch_loss, prepare, run_training
+from crossdistill.train.run import batch_loss, last_complete_checkpoint, prepare, run_training
 from crossdistill.train.trainer import ObjectiveRunner
 
 
@@ -38,57 +40,149 @@ def test_logit_objectives_train_through_the_trainer(tmp_path, overrides, loss):
     assert record["steps"] == 2
 
 
-def _one_step(tmp_path, overrides, loss, student):
-    cfg = load_config(None, overrides(tmp_path / "out", f"loss.name={loss}", student=student))
-    p = prepare(cfg, progress=False)
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAt(TrainerCallback):
+    """A killed job: raises at the end of optimizer step ``step`` (after that step's checkpoint, if any)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Crash(f"simulated kill at step {self.step}")
+
+
+class GroupProbe(TrainerCallback):
+    """Records, after every optimizer step, each param group's (name, lr, initial_lr, parameter shapes)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        self.steps.append([(g.get("name"), g["lr"], g.get("initial_lr"), [tuple(q.shape) for q in g["params"]])
+                           for g in optimizer.param_groups])
+
+
+def _fresh_state(cfg, p, loss):
+    """The projector state exactly as the trainer builds it at step 0 (seeded init; pinv init for ETA)."""
     spec = get_objective(loss)
-    student_model = models.load_model(cfg.student, "student")
+    student = models.load_model(cfg.student, "student")
     teacher = models.freeze_teacher(models.load_model(cfg.teacher, "teacher"))
-    params = {**spec.params, **cfg.loss.params}
-    state = xo.build_objective_state(loss, student_model, teacher, p.student_tok, p.teacher_tok, params)
-    runner = ObjectiveRunner(spec, cfg, teacher, p.student_tok, p.teacher_tok)
+    return xo.build_objective_state(loss, student, teacher, p.student_tok, p.teacher_tok,
+                                    {**spec.params, **cfg.loss.params}), student, teacher
+
+
+def _train_dskd(tmp_path, overrides, loss, student):
+    """Two optimizer steps of ``loss`` through ``run_training``; checks shared by the three DSKD variants."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run" / "out"
+    cfg = load_config(None, overrides(out, f"loss.name={loss}", "train.max_steps=2", "data.eval_fraction=0",
+                                      student=student))
+    p = prepare(cfg, progress=False)
+    state0, student0, teacher = _fresh_state(cfg, p, loss)
+    fixed = [0, 1, 2, 3]
+    before = batch_loss(p, student0, teacher, fixed)
+    probe = GroupProbe()
+    record = run_training(cfg, prepared=p, callbacks=[probe])
+    assert record["steps"] == 2
+
+    # the projectors trained in their own param group, with their own lr, scheduled like the student's groups
+    assert len(probe.steps) == 2
+    shapes = [tuple(q.shape) for q in state0.projector_parameters()]
+    for groups in probe.steps:
+        proj = [g for g in groups if g[0] == "dskd_projectors"]
+        assert len(proj) == 1 and proj[0][3] == shapes
+        assert proj[0][2] == pytest.approx(state0.projector_lr) != cfg.train.learning_rate
+        student_groups = [g for g in groups if g[0] != "dskd_projectors"]
+        assert student_groups and all(g[2] == pytest.approx(cfg.train.learning_rate) for g in student_groups)
+        for g in student_groups:  # one schedule for all groups: same lr / initial_lr
+            assert g[1] / g[2] == pytest.approx(proj[0][1] / proj[0][2])
+
+    # projectors.safetensors next to the student (not in its weights), reloads, and differs from the step-0 init
+    path = out / xo.PROJECTOR_FILE
+    assert path.is_file()
+    trained = xo.load_projectors(path).state_dict()
+    init = state0.state_dict()
+    assert trained.keys() == init.keys()
+    changed = [k for k in init if not torch.equal(init[k].cpu(), trained[k])]
+    frozen = {n for n, q in state0.projectors.named_parameters() if not q.requires_grad}
+    assert changed and set(changed) == set(init) - frozen, (changed, frozen)
+    assert not any(k.startswith(("t2s", "s2t", "query")) for k in load_file(str(out / "model.safetensors")))
+
+    # the student reloads with AutoModelForCausalLM and the objective (with the trained projectors) went down
+    after = batch_loss(p, AutoModelForCausalLM.from_pretrained(out), teacher, fixed, projectors_from=out)
+    assert math.isfinite(before) and after < before, (before, after)
+    return state0, trained
+
+
+def test_dskd_same_vocab_trains_through_the_trainer(tmp_path, overrides):
+    _train_dskd(tmp_path, overrides, "dskd", "student_bpe")
+
+
+def test_dskd_cma_trains_through_the_trainer_across_tokenizers(tmp_path, overrides):
+    state0, trained = _train_dskd(tmp_path, overrides, "dskd_cma", "student_unigram")
+    assert state0.projectors.query is not None and "query.weight" in trained
+
+
+def test_dskd_eta_trains_through_the_trainer_across_tokenizers(tmp_path, overrides):
+    state0, trained = _train_dskd(tmp_path, overrides, "dskd_eta", "student_unigram")
+    assert not state0.projectors.s2t.weight.requires_grad  # pinv-initialized and frozen (--init-s2t-projector)
+    torch.testing.assert_close(trained["s2t.weight"], state0.state_dict()["s2t.weight"].cpu(), atol=0, rtol=0)
+
+
+def test_dskd_eta_step_has_aligned_tokens(tmp_path, overrides):
+    """The BPE and Unigram tokenizers share some exact tokens, so ETA has rows to train on."""
+    cfg = load_config(None, overrides(tmp_path / "out", "loss.name=dskd_eta", student="student_unigram"))
+    p = prepare(cfg, progress=False)
+    state, student, teacher = _fresh_state(cfg, p, "dskd_eta")
+    runner = ObjectiveRunner(get_objective("dskd_eta"), cfg, teacher, p.student_tok, p.teacher_tok)
     runner.extras["xtok_state"] = state
-    collate = DistillCollator(p.student_tok.pad_token_id, p.teacher_tok.pad_token_id if p.separate_teacher else None)
-    batch = collate([p.train[i] for i in range(4)])
-    opt = torch.optim.AdamW([{"params": [q for q in student_model.parameters() if q.requires_grad], "lr": 5e-3},
-                             {"params": state.projector_parameters(), "lr": state.projector_lr}])
-    proj_before = [q.detach().clone() for q in state.projector_parameters()]
-    student_before = student_model.get_output_embeddings().weight.detach().clone()
-    obj = runner.objective(student_model, batch)
-    assert torch.isfinite(obj.loss)
-    assert set(spec.default_weights) <= set(obj.terms) | {"aligned"}
-    opt.zero_grad()
-    obj.loss.backward()
-    assert all(q.grad is not None and torch.isfinite(q.grad).all() for q in state.projector_parameters())
-    assert all(q.grad is None for q in teacher.parameters())
-    opt.step()
-    assert any(not torch.equal(a, b.detach()) for a, b in zip(proj_before, state.projector_parameters()))
-    assert not torch.equal(student_before, student_model.get_output_embeddings().weight.detach())
-    with torch.no_grad():
-        after = runner.objective(student_model, batch).loss
-    path = state.save(tmp_path / "out")
-    reloaded = xo.XtokState(xo.load_projectors(path), state.projector_lr)
-    for (k, a), (_, b) in zip(state.state_dict().items(), reloaded.state_dict().items()):
-        assert torch.equal(a.cpu(), b), k
-    return obj, after, state
+    collate = DistillCollator(p.student_tok.pad_token_id, p.teacher_tok.pad_token_id)
+    obj = runner.objective(student, collate([p.train[i] for i in range(4)]))
+    assert float(obj.terms["aligned"]) > 0 and torch.isfinite(obj.loss)
 
 
-def test_dskd_same_vocab_one_step(tmp_path, overrides):
-    obj, after, _ = _one_step(tmp_path, overrides, "dskd", "student_bpe")
-    assert after.item() < obj.loss.detach().item()
+def test_dskd_kill_and_resume_restores_projectors(tmp_path, overrides):
+    """A DSKD run killed after checkpoint-1 and resumed ends with the uninterrupted run's projectors and student;
+    every checkpoint holds projectors.safetensors; resuming from a checkpoint without it is a clear error."""
+    common = ["loss.name=dskd", "train.max_steps=2", "train.save_steps=1", "train.per_device_batch_size=2",
+              "data.eval_fraction=0"]
+    full = load_config(None, overrides(tmp_path / "full" / "out", *common))
+    run_training(full)
+    cut = load_config(None, overrides(tmp_path / "cut" / "out", *common))
+    with pytest.raises(Crash):
+        run_training(cut, callbacks=[CrashAt(2)])
+    ckpt = tmp_path / "cut" / "out" / "checkpoint-1"
+    assert last_complete_checkpoint(cut.train.output_dir) == str(ckpt)
+    saved = ckpt / xo.PROJECTOR_FILE
+    assert saved.is_file()
 
+    saved.rename(ckpt / "moved")
+    with pytest.raises(FileNotFoundError, match="projectors.safetensors"):
+        run_training(cut, resume=True)
+    (ckpt / "moved").rename(saved)
+    run_training(cut, resume=True)
 
-def test_dskd_cma_one_step_across_tokenizers(tmp_path, overrides):
-    obj, after, state = _one_step(tmp_path, overrides, "dskd_cma", "student_unigram")
-    assert state.projectors.query is not None
-    assert after.item() < obj.loss.detach().item()
-
-
-def test_dskd_eta_one_step_across_tokenizers(tmp_path, overrides):
-    obj, after, state = _one_step(tmp_path, overrides, "dskd_eta", "student_unigram")
-    assert float(obj.terms["aligned"]) > 0            # the BPE and Unigram tokenizers share some exact tokens
-    assert not state.projectors.s2t.weight.requires_grad  # pinv-initialized and frozen (--init-s2t-projector)
-    assert after.item() < obj.loss.detach().item()
+    a = load_file(str(tmp_path / "full" / "out" / xo.PROJECTOR_FILE))
+    b = load_file(str(tmp_path / "cut" / "out" / xo.PROJECTOR_FILE))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+    wa = load_file(str(tmp_path / "full" / "out" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "cut" / "out" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
+    # the state's own load restores exactly what the checkpoint holds
+    state = xo.XtokState(xo.DSKDProjectors(1, 1), 1e-3)
+    state.projectors = xo.load_projectors(saved)
+    fresh = xo.XtokState(xo.DSKDProjectors(state.projectors.student_dim, state.projectors.teacher_dim), 1e-3)
+    fresh.load(ckpt)
+    for k, v in state.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k
 
 
 def test_dskd_without_state_or_hidden_is_a_clear_error():

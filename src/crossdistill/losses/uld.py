@@ -144,14 +144,6 @@ def _prepare_dense(logits: torch.Tensor, targets: torch.Tensor | None, rows: tor
     return _Side(logits, temperature, free, lse[flags] - scale, scale)
 
 
-def _dense_topk(side: _Side, idx: slice, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    z, c = side.dense_rows(idx)
-    top = z.topk(k, dim=-1, sorted=True).values
-    p_top = torch.exp(top - c[:, None])
-    # The merged row sums to exp(log scale) exactly (softmax times the scale), so the tail needs no second pass.
-    return p_top, side.log_mass[idx].exp() - p_top.sum(-1)
-
-
 def _dense_full(side: _Side, idx: slice) -> torch.Tensor:
     z, c = side.dense_rows(idx)
     return torch.exp(z - c[:, None])

@@ -1,8 +1,9 @@
 """Set up and run one training job from a validated :class:`~crossdistill.config.DistillConfig`.
 
 Order (contract 9: cheap checks before expensive work): config validation -> tokenizers and pair checks -> data
-read, rendered and checked -> models loaded -> ``DistillTrainer.train`` -> student saved (HF format + manifest) ->
-final validation -> one record appended to ``runs.jsonl``.
+read, rendered and checked -> models loaded -> ``DistillTrainer.train`` -> student saved (HF format + manifest;
+DSKD objectives also write their trained projectors as ``projectors.safetensors`` beside it, never inside the
+student's weights) -> final validation -> one record appended to ``runs.jsonl``.
 """
 
 from __future__ import annotations
@@ -238,18 +239,32 @@ def save_student(trainer, p: Prepared) -> None:
     if trainer.args.process_index == 0:
         p.student_tok.save_pretrained(out)
         _student_manifest(p).write(out)
+        if getattr(trainer, "xtok_state", None) is not None:
+            trainer.xtok_state.save(out)  # projectors.safetensors (atomic), a separate file from model.safetensors
     trainer.accelerator.wait_for_everyone()
 
 
-def batch_loss(p: Prepared, student: Any, teacher: Any | None, indices: list[int]) -> float:
+def batch_loss(p: Prepared, student: Any, teacher: Any | None, indices: list[int],
+               projectors_from: str | Path | None = None) -> float:
     """The training objective (weighted, normalized by the batch's own target count) of the training examples
-    ``indices``, off-policy, without gradients: a fixed-batch probe for tests and benchmarks."""
+    ``indices``, off-policy, without gradients: a fixed-batch probe for tests and benchmarks.
+
+    Objectives with per-run state (DSKD projectors) get it built as the trainer builds it at step 0; with
+    ``projectors_from`` (a run's output or checkpoint directory) the trained projectors are loaded from there."""
     import torch
 
     from crossdistill.train.trainer import ObjectiveRunner
+    from crossdistill.train.xtok_objectives import build_objective_state
 
     collate = DistillCollator(p.student_tok.pad_token_id, p.teacher_tok.pad_token_id if p.separate_teacher else None)
     batch = collate([p.train[i] for i in indices])
     runner = ObjectiveRunner(p.spec, p.cfg, teacher, p.student_tok, p.teacher_tok)
+    state = build_objective_state(p.spec.name, student, teacher, p.student_tok, p.teacher_tok,
+                                  {**p.spec.params, **p.cfg.loss.params})
+    if state is not None:
+        if projectors_from is not None:
+            state.load(projectors_from)
+        state.projectors.to(next(student.parameters()).device)
+        runner.extras["xtok_state"] = state
     with torch.no_grad():
         return float(runner.objective(student, batch).loss)

@@ -13,18 +13,29 @@ What it changes in ``Trainer`` and why:
 * ``evaluate``: validation cross-entropy (nats per target token) and bits per byte of the student and the teacher,
   each on its own rendering of the same completions.
 * ``log``: every loss term separately, and the loss of on-policy and off-policy steps separately.
+* DSKD projectors (``dskd``, ``dskd_cma``, ``dskd_eta``): the objective state is built once in ``__init__``
+  (:func:`~crossdistill.train.xtok_objectives.build_objective_state`), the projectors get their own optimizer param
+  group (``create_optimizer``), are saved as ``projectors.safetensors`` in every checkpoint BEFORE the trainer state
+  (so a checkpoint counted complete has them) and reloaded on resume (``train``). They are NOT a submodule of the
+  student (its HF weights stay the student's alone), so DDP does not see them: their gradients are averaged over
+  processes by an explicit all-reduce before gradient clipping (``_clip_grad_norm``), or before the optimizer step
+  when clipping is off; clipping covers student and projectors together, as in the official DSKD code.
+  FSDP / DeepSpeed with DSKD are refused (their clipping and optimizer wrapping do not see extra parameters).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import os
 from collections import defaultdict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from crossdistill.data.dataset import RenderedDataset, split_teacher
 from crossdistill.losses.objective import Objective, combine_terms
@@ -156,6 +167,18 @@ class ObjectiveRunner:
                              soft_terms=None if soft is None else [t for t in soft if t in result.terms])
 
 
+class _ProjectorGradSync(TrainerCallback):
+    """Averages the projector gradients over processes right before the optimizer step when ``_clip_grad_norm``
+    did not already (``max_grad_norm=0``), then re-arms the sync for the next step."""
+
+    def __init__(self, trainer: "DistillTrainer"):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._sync_projector_grads()
+        self.trainer._projectors_synced = False
+
+
 class DistillTrainer(Trainer):
     """Trainer for every crossdistill mode; see the module docstring."""
 
@@ -175,6 +198,82 @@ class DistillTrainer(Trainer):
         self._step_on_policy = False
         self._metric_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
         self._metric_steps: dict[str, int] = defaultdict(int)
+        self.xtok_state = self._build_xtok_state()
+        self._projectors_synced = False
+
+    # ------------------------------------------------------------------------------------------- DSKD projectors
+    def _build_xtok_state(self):
+        from crossdistill.train.xtok_objectives import build_objective_state
+
+        state = build_objective_state(self.spec.name, self.model, self.teacher, self.student_tok, self.teacher_tok,
+                                      {**self.spec.params, **self.dcfg.loss.params})
+        if state is None:
+            return None
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise NotImplementedError(f"loss.name={self.spec.name!r} trains projectors outside the student, which "
+                                      "FSDP / DeepSpeed do not wrap; run it with DDP or on one process")
+        state.projectors.to(self.args.device)
+        self.runner.extras["xtok_state"] = state
+        self.add_callback(_ProjectorGradSync(self))
+        return state
+
+    def _projector_params(self) -> list[torch.nn.Parameter]:
+        return self.xtok_state.projector_parameters() if self.xtok_state is not None else []
+
+    def _sync_projector_grads(self) -> None:
+        """All-reduce (mean, like DDP) the projector gradients once per optimizer step."""
+        if self._projectors_synced or self.xtok_state is None:
+            return
+        self._projectors_synced = True
+        n = self.accelerator.num_processes
+        if n <= 1:
+            return
+        params = self._projector_params()
+        for q in params:  # a rank whose batch had no aligned token still takes part in the collective
+            if q.grad is None:
+                q.grad = torch.zeros_like(q)
+        flat = torch.cat([q.grad.reshape(-1) for q in params])
+        torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+        flat /= n
+        for q, g in zip(params, flat.split([q.numel() for q in params])):
+            q.grad.copy_(g.view_as(q))
+
+    def _clip_grad_norm(self, model):
+        if self.xtok_state is None:
+            return super()._clip_grad_norm(model)
+        self._sync_projector_grads()  # every rank must see the same norm, so the same clipping coefficient
+        return self.accelerator.clip_grad_norm_(itertools.chain(model.parameters(), self._projector_params()),
+                                                self.args.max_grad_norm)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.xtok_state is not None and not any(g.get("name") == "dskd_projectors"
+                                                   for g in optimizer.param_groups):
+            # The scheduler is created after this (create_optimizer_and_scheduler), so it scales this group's
+            # own initial lr by the same schedule as the student's groups.
+            optimizer.add_param_group({"params": self._projector_params(), "lr": self.xtok_state.projector_lr,
+                                       "weight_decay": self.args.weight_decay, "name": "dskd_projectors"})
+        return optimizer
+
+    def _save_checkpoint(self, model, trial):
+        if self.xtok_state is not None and self.args.should_save:
+            # before super(): it writes trainer_state.json last, which marks the checkpoint complete
+            out = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            self.xtok_state.save(out)
+        super()._save_checkpoint(model, trial)
+
+    def train(self, resume_from_checkpoint=None, *args: Any, **kwargs: Any):
+        ckpt = resume_from_checkpoint
+        if ckpt is True:
+            ckpt = get_last_checkpoint(self.args.output_dir)
+        if self.xtok_state is not None and isinstance(ckpt, (str, os.PathLike)):
+            from crossdistill.train.xtok_objectives import PROJECTOR_FILE
+
+            if not os.path.isfile(os.path.join(ckpt, PROJECTOR_FILE)):
+                raise FileNotFoundError(f"resume: checkpoint {ckpt} has no {PROJECTOR_FILE} for loss.name="
+                                        f"{self.spec.name!r}; it was not written by a DSKD run of this config")
+            self.xtok_state.load(ckpt)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------------- step assembly
     def get_batch_samples(self, epoch_iterator, num_batches, device):

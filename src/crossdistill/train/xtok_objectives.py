@@ -220,8 +220,9 @@ def build_objective_state(name: str, student: torch.nn.Module, teacher: torch.nn
         raise ValueError(f"{name} needs an online teacher model (its hidden states feed the projectors)")
     t_model = _base(teacher)
     ht = int(t_model.get_output_embeddings().weight.shape[1])
-    torch.manual_seed(int(params.get("projector_seed", 0)))
-    proj = DSKDProjectors(hs, ht, cross_attention=(name == "dskd_cma"))
+    with torch.random.fork_rng(devices=[]):  # seeded init without moving the run's global RNG stream
+        torch.manual_seed(int(params.get("projector_seed", 0)))
+        proj = DSKDProjectors(hs, ht, cross_attention=(name == "dskd_cma"))
     state = XtokState(proj, float(params.get("projector_lr") or (5e-4 if name == "dskd_eta" else 1e-3)),
                       teacher=teacher)
     if name == "dskd_cma":
