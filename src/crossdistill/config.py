@@ -58,6 +58,20 @@ class ModelConfig:
 
 
 @dataclass
+class TeacherConfig(ModelConfig):
+    """The frozen teacher: a model, or an offline top-k cache of its outputs (``crossdistill cache``)."""
+
+    cache: str | None = None
+    """Directory of a teacher cache written by ``crossdistill cache``. When set, training reads the sparse teacher
+    signal from it and NEVER loads the teacher model; ``model`` becomes optional (when given, only its tokenizer
+    loads, to check it is the one the cache was made with). Same-vocabulary objectives only (``forward_kl``, ``jsd``
+    ...) and off-policy only (no ``onpolicy.lmbda`` / ``seq_kd``): see docs/cache.md."""
+    missing_mass: Literal["renormalize", "tail_bucket"] = "renormalize"
+    """With ``cache``: what the loss does with the teacher mass outside the cached top-k ids — ``renormalize`` them
+    to sum to 1, or keep the rest as one extra ``tail_bucket`` (design.md contract 4)."""
+
+
+@dataclass
 class DataConfig:
     """Training and evaluation examples."""
 
@@ -185,8 +199,8 @@ class DistillConfig:
 
     student: ModelConfig = field(default_factory=ModelConfig)
     """The model being trained."""
-    teacher: ModelConfig | None = None
-    """The frozen teacher; ``None`` for sft / hard-label training."""
+    teacher: TeacherConfig | None = None
+    """The frozen teacher (a model and/or a cache); ``None`` for sft / hard-label training."""
     data: DataConfig = field(default_factory=DataConfig)
     """Examples."""
     loss: LossConfig = field(default_factory=LossConfig)
@@ -199,6 +213,10 @@ class DistillConfig:
     """Optimization and logging."""
     method: str | None = None
     """Free label recorded in ``runs.jsonl`` (default: derived from mode and loss)."""
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Settings of ``crossdistill cache`` (``output``, ``k``, ...; :class:`crossdistill.teacher.config.CacheConfig`,
+    checked by that command) so one recipe can build a cache and then train from it; training ignores them and reads
+    ``teacher.cache``."""
 
     @property
     def mode(self) -> str:
@@ -368,6 +386,55 @@ def _check_model_ref(ref: str, where: str) -> None:
                           "or give a Hub id like 'org/name'")
 
 
+def _check_cache_objective(cfg: DistillConfig, spec: Any) -> None:
+    """What a teacher cache can feed: a sparse signal at the dataset's own completion tokens, nothing else."""
+    from crossdistill.train.objectives import SAME_VOCAB_DIVERGENCES
+
+    where = f"teacher.cache={cfg.teacher.cache!r}"
+    supported = sorted(SAME_VOCAB_DIVERGENCES)
+    if not spec.needs_teacher:
+        raise ConfigError(f"{where} is set but loss.name={cfg.loss.name!r} uses no teacher; choose a distillation "
+                          f"loss that reads the cache (one of {supported}) or remove teacher.cache")
+    if spec.cross_tokenizer or not (spec.teacher_input == "signal" or spec.name in SAME_VOCAB_DIVERGENCES):
+        raise ConfigError(f"{where} with loss.name={cfg.loss.name!r}: training from a cache supports the "
+                          f"same-vocabulary losses {supported} (the cached top-k is a sparse distribution over the "
+                          "teacher's vocabulary); cross-tokenizer and hidden-state objectives need the online teacher: "
+                          "remove teacher.cache and set teacher.model")
+    if cfg.onpolicy.lmbda > 0:
+        raise ConfigError(f"{where} with onpolicy.lmbda={cfg.onpolicy.lmbda}: on-policy steps need the teacher to score "
+                          "the student's own samples, which no cache holds; set onpolicy.lmbda=0, or drop "
+                          "teacher.cache and use teacher.model")
+    if cfg.onpolicy.seq_kd:
+        raise ConfigError(f"{where} with onpolicy.seq_kd=true: SeqKD samples completions from the teacher model, "
+                          "which a cache does not replace; set onpolicy.seq_kd=false, or drop teacher.cache and use "
+                          "teacher.model")
+
+
+def _check_cache_path(ref: str) -> None:
+    """``teacher.cache`` must be a complete teacher cache written at temperature 1 (opening it reads its manifest
+    and checks every shard's presence and size, not the shards' contents)."""
+    from crossdistill.teacher.reader import CacheError, CacheReader
+
+    p = Path(ref).expanduser()
+    if not p.exists():
+        raise ConfigError(f"teacher.cache={ref!r} does not exist; give the output directory of `crossdistill cache` "
+                          "(build one with: crossdistill cache RECIPE output=DIR)")
+    if not p.is_dir():
+        raise ConfigError(f"teacher.cache={ref!r} is a file, not a cache directory; give the output directory of "
+                          "`crossdistill cache` (it holds manifest.json and shard-*.safetensors)")
+    try:
+        reader = CacheReader(p)
+    except (CacheError, ValueError, KeyError) as err:
+        raise ConfigError(f"teacher.cache={ref!r} is not a usable teacher cache: {err}") from None
+    t_cache = reader.manifest.temperatures.get("distillation", 1.0)
+    if t_cache != 1.0:
+        # The losses temper stored log-probs by loss.temperature themselves; a cache tempered already would be
+        # tempered twice.
+        raise ConfigError(f"teacher.cache={ref!r} stores log-probs at temperature {t_cache}; training applies "
+                          "loss.temperature to the stored values itself, so the cache must be written at temperature "
+                          "1: rebuild it with `crossdistill cache ... temperature=1` and set loss.temperature instead")
+
+
 def validate(cfg: DistillConfig, check_paths: bool = True) -> None:
     """Every check that needs neither models nor tokenizers. Raises :class:`ConfigError`."""
     from crossdistill.train.objectives import get_objective
@@ -391,6 +458,9 @@ def validate(cfg: DistillConfig, check_paths: bool = True) -> None:
         raise ConfigError(f"loss.temperature={cfg.loss.temperature} must be > 0 (1.0 is standard)")
     if cfg.loss.chunk_tokens < 1:
         raise ConfigError(f"loss.chunk_tokens={cfg.loss.chunk_tokens} must be >= 1")
+
+    if cfg.teacher is not None and cfg.teacher.cache is not None:
+        _check_cache_objective(cfg, spec)
 
     op = cfg.onpolicy
     if not 0.0 <= op.lmbda <= 1.0:
@@ -437,7 +507,14 @@ def validate(cfg: DistillConfig, check_paths: bool = True) -> None:
 
     if check_paths:
         _check_model_ref(cfg.student.model, "student.model")
-        if cfg.teacher is not None:
+        if cfg.teacher is not None and cfg.teacher.cache is not None:
+            _check_cache_path(cfg.teacher.cache)
+            if cfg.teacher.model:  # optional next to a cache: only its tokenizer loads, to check the cache's
+                _check_model_ref(cfg.teacher.model, "teacher.model")
+        elif cfg.teacher is not None:
+            if not cfg.teacher.model:
+                raise ConfigError("teacher.model is empty; give a Hub id, a local model directory or a .gguf file, "
+                                  "or set teacher.cache to the output directory of `crossdistill cache`")
             _check_model_ref(cfg.teacher.model, "teacher.model")
             if cfg.teacher.model.endswith(".gguf") and not cfg.teacher.tokenizer:
                 pass  # the GGUF carries its tokenizer; checked when tokenizers load

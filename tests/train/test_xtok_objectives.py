@@ -195,3 +195,41 @@ def test_dskd_without_state_or_hidden_is_a_clear_error():
     ctx.extras["xtok_state"] = xo.XtokState(xo.DSKDProjectors(4, 5), 1e-3)
     with pytest.raises(ValueError, match="hidden states"):
         xo.dskd_objective(ctx)
+
+
+@pytest.mark.multiprocess
+def test_dskd_two_processes_match_one(tmp_path, overrides):
+    """DDP over gloo: the projectors are not a DDP submodule, so the trainer all-reduces their gradients before
+    clipping. Without that, steps 2 and 3 of two processes would differ from one process on the same global batch."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    if not os.path.exists(launcher):
+        pytest.skip("accelerate CLI not installed")
+    common = ["loss.name=dskd", "train.max_steps=3", "data.eval_fraction=0"]
+    run_training(load_config(None, overrides(tmp_path / "one" / "out", *common, "train.per_device_batch_size=4")))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train:\n  seed: 0\n")
+    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "crossdistill", "train", str(recipe),
+           *overrides(tmp_path / "two" / "out", *common, "train.per_device_batch_size=2"), "student.device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "true"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    def steps(out):
+        history = json.load(open(out / "trainer_state.json"))["log_history"]
+        return [(h["loss_off_policy"], h["loss_t2s_ce"], h["loss_s2t_kd"], h["grad_norm"]) for h in history
+                if "loss_off_policy" in h]
+
+    one, two = steps(tmp_path / "one" / "out"), steps(tmp_path / "two" / "out")
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two):
+        assert a == pytest.approx(b, abs=1e-5)
+    p1 = load_file(str(tmp_path / "one" / "out" / xo.PROJECTOR_FILE))
+    p2 = load_file(str(tmp_path / "two" / "out" / xo.PROJECTOR_FILE))
+    for k in p1:
+        torch.testing.assert_close(p1[k], p2[k], atol=1e-5, rtol=0, msg=k)

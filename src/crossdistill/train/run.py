@@ -41,6 +41,9 @@ class Prepared:
     eval: RenderedDataset | None
     data_manifest: Any = None
     """Manifest of a generated (hard-label) dataset, when ``data.train`` is one."""
+    cached_teacher: Any = None
+    """:class:`crossdistill.teacher.source.CachedTeacher` when ``teacher.cache`` is set (checked against the data
+    and the tokenizers here, before any model loads)."""
 
 
 def check_pair(cfg: DistillConfig, spec: ObjectiveSpec, student_tok: Any, teacher_tok: Any | None) -> bool:
@@ -76,8 +79,11 @@ def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
     """Tokenizers, pair checks and rendered data; no model weights."""
     spec = get_objective(cfg.loss.name)
     student_tok = models.load_tokenizer(cfg.student, "student")
-    teacher_tok = models.load_tokenizer(cfg.teacher, "teacher") if cfg.teacher is not None else None
+    teacher_tok = models.load_tokenizer(cfg.teacher, "teacher") if cfg.teacher is not None and cfg.teacher.model \
+        else None
     separate = check_pair(cfg, spec, student_tok, teacher_tok)
+    cache_path = cfg.teacher.cache if cfg.teacher is not None else None
+    separate = separate and cache_path is None  # no teacher forward: the cache holds the teacher's rendering
     manifest = None
     if (Path(cfg.data.train) / "manifest.json").is_file():
         from crossdistill.manifest import Manifest
@@ -91,6 +97,14 @@ def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
         train_ex, eval_ex = examples, load_examples(cfg.data.eval, cfg.data.format)
     else:
         train_ex, eval_ex = _split(examples, cfg.data.eval_fraction)
+    cached = None
+    if cache_path is not None:
+        from crossdistill.teacher.source import CachedTeacher
+
+        # ALL loaded examples: the cache's fingerprint covers the whole file and the train split is its prefix, so
+        # RenderedDataset indices are cache indices. Raises ManifestMismatchError for another dataset / tokenizer.
+        cached = CachedTeacher(cache_path, examples=examples, student_tokenizer=student_tok,
+                               teacher_tokenizer=teacher_tok, policy=cfg.teacher.missing_mass)
     t_tok = teacher_tok if separate else None
     train = RenderedDataset(train_ex, student_tok, t_tok, cfg.data.max_length, "data.train", progress)
     evald = RenderedDataset(eval_ex, student_tok, t_tok, cfg.data.max_length, "data.eval", progress) if eval_ex \
@@ -101,7 +115,7 @@ def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
             if s.input_ids[s.completion_start:] != t.input_ids[t.completion_start:]:
                 raise DataError(f"data.train example {i}: the completion tokenizes differently after the student's "
                                 "and the teacher's prompts; use a cross-tokenizer objective")
-    return Prepared(cfg, spec, student_tok, teacher_tok, separate, train, evald, manifest)
+    return Prepared(cfg, spec, student_tok, teacher_tok, separate, train, evald, manifest, cached)
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -150,7 +164,7 @@ def _student_manifest(p: Prepared):
     cfg = p.cfg
     toks = {"student": p.student_tok, **({"teacher": p.teacher_tok} if p.teacher_tok is not None else {})}
     return Manifest(kind="student", format_version=STUDENT_FORMAT_VERSION, tool_version=__version__,
-                    teacher=cfg.teacher.model if cfg.teacher else None,
+                    teacher=(cfg.teacher.model or cfg.teacher.cache) if cfg.teacher else None,
                     tokenizer_hashes={k: tokenizer_hash(v) for k, v in toks.items()},
                     chat_templates={k: text_hash(getattr(v, "chat_template", None)) for k, v in toks.items()},
                     temperatures={"distillation": cfg.loss.temperature, "sampling": cfg.onpolicy.temperature},
@@ -191,7 +205,8 @@ def run_training(cfg: DistillConfig, resume: bool = False, callbacks: list | Non
     student = models.load_model(cfg.student, "student")
     student = models.apply_lora(student, cfg.student)
     teacher = None
-    if cfg.teacher is not None and (p.spec.needs_teacher or cfg.onpolicy.seq_kd or p.eval is not None):
+    if cfg.teacher is not None and cfg.teacher.cache is None and (p.spec.needs_teacher or cfg.onpolicy.seq_kd
+                                                                  or p.eval is not None):
         teacher = models.freeze_teacher(models.load_model(cfg.teacher, "teacher", device=args.device))
     resume_from = last_complete_checkpoint(cfg.train.output_dir) if resume else None
     if resume and resume_from is None:
@@ -202,7 +217,8 @@ def run_training(cfg: DistillConfig, resume: bool = False, callbacks: list | Non
         data_collator=DistillCollator(p.student_tok.pad_token_id,
                                       p.teacher_tok.pad_token_id if p.separate_teacher else None),
         callbacks=callbacks, spec=p.spec, dcfg=cfg, teacher=teacher, student_tok=p.student_tok,
-        teacher_tok=p.teacher_tok, train_data=p.train, eval_data=p.eval, separate_teacher=p.separate_teacher)
+        teacher_tok=p.teacher_tok, train_data=p.train, eval_data=p.eval, separate_teacher=p.separate_teacher,
+        cached_teacher=p.cached_teacher)
     start = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_state()  # trainer_state.json (log history) next to the outputs
@@ -211,7 +227,8 @@ def run_training(cfg: DistillConfig, resume: bool = False, callbacks: list | Non
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "method": cfg.method or f"{cfg.mode}:{cfg.loss.name}",
         "mode": cfg.mode, "loss": cfg.loss.name, "seed": cfg.train.seed, "student": cfg.student.model,
-        "teacher": cfg.teacher.model if cfg.teacher else None, "output_dir": cfg.train.output_dir,
+        "teacher": (cfg.teacher.model or cfg.teacher.cache) if cfg.teacher else None,
+        "output_dir": cfg.train.output_dir,
         "steps": trainer.state.global_step, "train_seconds": round(time.time() - start, 3),
         "student_non_embedding_params": models.non_embedding_params(trainer.model),
         "student_tokens": int(trainer.state.num_input_tokens_seen),
@@ -258,7 +275,7 @@ def batch_loss(p: Prepared, student: Any, teacher: Any | None, indices: list[int
 
     collate = DistillCollator(p.student_tok.pad_token_id, p.teacher_tok.pad_token_id if p.separate_teacher else None)
     batch = collate([p.train[i] for i in indices])
-    runner = ObjectiveRunner(p.spec, p.cfg, teacher, p.student_tok, p.teacher_tok)
+    runner = ObjectiveRunner(p.spec, p.cfg, teacher, p.student_tok, p.teacher_tok, cached=p.cached_teacher)
     state = build_objective_state(p.spec.name, student, teacher, p.student_tok, p.teacher_tok,
                                   {**p.spec.params, **p.cfg.loss.params})
     if state is not None:

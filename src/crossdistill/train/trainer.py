@@ -19,7 +19,8 @@ What it changes in ``Trainer`` and why:
   (so a checkpoint counted complete has them) and reloaded on resume (``train``). They are NOT a submodule of the
   student (its HF weights stay the student's alone), so DDP does not see them: their gradients are averaged over
   processes by an explicit all-reduce before gradient clipping (``_clip_grad_norm``), or before the optimizer step
-  when clipping is off; clipping covers student and projectors together, as in the official DSKD code.
+  when clipping is off, and cleared after each step; clipping covers student and projectors together, as in the
+  official DSKD code.
   FSDP / DeepSpeed with DSKD are refused (their clipping and optimizer wrapping do not see extra parameters).
 """
 
@@ -106,8 +107,9 @@ class ObjectiveRunner:
     anything that needs the training loss of a batch outside training (tests, benchmarks)."""
 
     def __init__(self, spec: ObjectiveSpec, dcfg: Any, teacher: torch.nn.Module | None, student_tok: Any,
-                 teacher_tok: Any | None):
+                 teacher_tok: Any | None, cached: Any = None):
         self.spec, self.dcfg, self.teacher = spec, dcfg, teacher
+        self.cached = cached  # a crossdistill.teacher.source.CachedTeacher: the teacher signal without a model
         self.student_tok, self.teacher_tok = student_tok, teacher_tok or student_tok
         self.weights = {**spec.default_weights, **dcfg.loss.weights}
         self.extras: dict[str, Any] = {}  # objective state built once per run (e.g. a vocabulary map)
@@ -132,6 +134,9 @@ class ObjectiveRunner:
                           temperature=lc.temperature, t2_scale=lc.t2_scale, chunk_tokens=lc.chunk_tokens,
                           extras=self.extras)
         if not self.spec.needs_teacher:
+            return ctx
+        if self.cached is not None:  # config validation admitted only objectives that read teacher_signal
+            ctx.teacher_signal = self.cached.signal(inputs["example_index"], targets, mask)
             return ctx
         tb = split_teacher(inputs)
         src = tb if tb is not None else inputs
@@ -167,16 +172,21 @@ class ObjectiveRunner:
                              soft_terms=None if soft is None else [t for t in soft if t in result.terms])
 
 
-class _ProjectorGradSync(TrainerCallback):
-    """Averages the projector gradients over processes right before the optimizer step when ``_clip_grad_norm``
-    did not already (``max_grad_norm=0``), then re-arms the sync for the next step."""
+class _ProjectorGrads(TrainerCallback):
+    """Projector gradient bookkeeping the Trainer does only for the student: average over processes right before
+    the optimizer step when ``_clip_grad_norm`` did not already (``max_grad_norm=0``), and clear them after the
+    step (``Trainer`` calls ``model.zero_grad()``, which does not reach the projectors)."""
 
     def __init__(self, trainer: "DistillTrainer"):
         self.trainer = trainer
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         self.trainer._sync_projector_grads()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
         self.trainer._projectors_synced = False
+        for q in self.trainer._projector_params():
+            q.grad = None
 
 
 class DistillTrainer(Trainer):
@@ -184,7 +194,8 @@ class DistillTrainer(Trainer):
 
     def __init__(self, *args: Any, spec: ObjectiveSpec, dcfg: Any, teacher: torch.nn.Module | None,
                  student_tok: Any, teacher_tok: Any | None, train_data: RenderedDataset,
-                 eval_data: RenderedDataset | None, separate_teacher: bool, **kwargs: Any):
+                 eval_data: RenderedDataset | None, separate_teacher: bool, cached_teacher: Any = None,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.spec, self.dcfg = spec, dcfg
         self.teacher, self.student_tok, self.teacher_tok = teacher, student_tok, teacher_tok or student_tok
@@ -192,7 +203,7 @@ class DistillTrainer(Trainer):
         self.separate_teacher = separate_teacher
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the global count itself
         self.model_accepts_loss_kwargs = False
-        self.runner = ObjectiveRunner(spec, dcfg, teacher, student_tok, teacher_tok)
+        self.runner = ObjectiveRunner(spec, dcfg, teacher, student_tok, teacher_tok, cached=cached_teacher)
         self.rollouts = Rollouts(train_data, student_tok, teacher_tok, dcfg.onpolicy, separate_teacher)
         self._step_count: torch.Tensor | None = None
         self._step_on_policy = False
@@ -214,7 +225,7 @@ class DistillTrainer(Trainer):
                                       "FSDP / DeepSpeed do not wrap; run it with DDP or on one process")
         state.projectors.to(self.args.device)
         self.runner.extras["xtok_state"] = state
-        self.add_callback(_ProjectorGradSync(self))
+        self.add_callback(_ProjectorGrads(self))
         return state
 
     def _projector_params(self) -> list[torch.nn.Parameter]:
@@ -226,7 +237,7 @@ class DistillTrainer(Trainer):
             return
         self._projectors_synced = True
         n = self.accelerator.num_processes
-        if n <= 1:
+        if n <= 1 or True:  # MUTATION
             return
         params = self._projector_params()
         for q in params:  # a rank whose batch had no aligned token still takes part in the collective

@@ -1,0 +1,164 @@
+"""Training with ``teacher: {cache: PATH}`` (recipes/tiny_cache.yaml): the cache is checked before training, the
+teacher model never loads, the first-step loss equals the online teacher's restricted to the same top-k, and the
+student saves in HF format. Bad combinations are refused at config validation.
+
+Run: python -m pytest tests/train/test_cache_train.py -q
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM
+
+from crossdistill.config import ConfigError, load_config
+from crossdistill.losses.signal import TeacherSignal
+from crossdistill.manifest import ManifestMismatchError
+from crossdistill.teacher.config import load_cache_config
+from crossdistill.teacher.writer import build_cache
+from crossdistill.train import models
+from crossdistill.train import trainer as trainer_mod
+from crossdistill.train.run import run_training
+from crossdistill.train.tiny_assets import build
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny_cache.yaml"
+K = 8  # the recipe's cache.k
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny assets + the recipe's cache built by the `crossdistill cache` machinery from the recipe itself."""
+    root = tmp_path_factory.mktemp("tiny-cache")
+    paths = build(root / "tiny", n_examples=16)
+    cache = root / "cache-top8"
+    cache_cfg = load_cache_config(RECIPE, [f"teacher={paths['teacher']}", f"data={paths['data']}",
+                                           f"output={cache}", "examples_per_shard=5"])
+    assert cache_cfg.k == K and cache_cfg.max_length == 64  # taken from the recipe's cache: and data: sections
+    build_cache(cache_cfg, progress=False)
+    # Another dataset (one completion changed) and its own, otherwise identical, cache.
+    rows = paths["data"].read_text().splitlines()
+    other_rows = [*rows[:-1], rows[-1].replace("The answer is", "The result is")]
+    other_data = root / "other.jsonl"
+    other_data.write_text("\n".join(other_rows) + "\n")
+    other_cache = root / "cache-other"
+    build_cache(load_cache_config(RECIPE, [f"teacher={paths['teacher']}", f"data={other_data}",
+                                           f"output={other_cache}"]), progress=False)
+    return {**paths, "root": root, "cache": cache, "other_cache": other_cache}
+
+
+def recipe_overrides(tiny, out: Path, *extra: str) -> list[str]:
+    return [f"student.model={tiny['student']}", f"teacher.model={tiny['teacher']}", f"teacher.cache={tiny['cache']}",
+            f"data.train={tiny['data']}", f"train.output_dir={out}", "train.max_steps=2",
+            "train.per_device_batch_size=4", "train.logging_steps=1", "train.report_to=[]",
+            "train.progress_bar=false", "train.eval_steps=null", "train.save_steps=null", *extra]
+
+
+def first_step_log(out: Path) -> dict:
+    history = json.load(open(out / "trainer_state.json"))["log_history"]
+    first = next(h for h in history if h.get("step") == 1 and "loss" in h)
+    return first
+
+
+def online_top_k_context(k: int, policy: str):
+    """``ObjectiveRunner.context`` of the online teacher with its distribution cut to its top-k (exact tail)."""
+    original = trainer_mod.ObjectiveRunner.context
+
+    def context(self, model, inputs):
+        ctx = original(self, model, inputs)
+        assert self.cached is None and ctx.teacher_hidden is not None  # the online path
+        z = (ctx.teacher_hidden[ctx.mask] @ ctx.teacher_lm_head_weight.T).float() * ctx.teacher_logit_scale
+        ctx.teacher_signal = TeacherSignal.top_k(z[:, : ctx.teacher_vocab_size], k, policy=policy)
+        return ctx
+
+    return context
+
+
+@pytest.mark.parametrize("policy", ["renormalize", "tail_bucket"])
+def test_train_from_cache_matches_online_top_k(tiny, tmp_path, monkeypatch, policy):
+    common = ["loss.name=forward_kl", "loss.weights={kd: 0.7, ce: 0.3}", f"teacher.missing_mass={policy}"]
+    # From the cache, with no teacher model at all in the config: nothing may load one.
+    cache_out = tmp_path / "cache" / "out"
+    cfg = load_config(RECIPE, recipe_overrides(tiny, cache_out, *common, "teacher.model="))
+    assert cfg.teacher.model == "" and cfg.teacher.cache == str(tiny["cache"])
+    real_load = models.load_model
+
+    def no_teacher(mc, role, *args, **kwargs):
+        assert role != "teacher", "training from a cache loaded the teacher model"
+        return real_load(mc, role, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(models, "load_model", no_teacher)
+        record = run_training(cfg)
+    assert record["steps"] == 2 and record["teacher_loss"] is None  # teacher eval loss: skipped from a cache
+    from_cache = first_step_log(cache_out)
+
+    # The same run from the online teacher, restricted to the same top-k.
+    online_out = tmp_path / "online" / "out"
+    online_cfg = load_config(RECIPE, recipe_overrides(tiny, online_out, *common, "teacher.cache=null"))
+    with monkeypatch.context() as m:
+        m.setattr(trainer_mod.ObjectiveRunner, "context", online_top_k_context(K, policy))
+        run_training(online_cfg)
+    online = first_step_log(online_out)
+
+    for key in ("loss", "loss_kd", "loss_ce"):
+        assert abs(from_cache[key] - online[key]) <= 1e-4, (key, from_cache, online)
+    assert from_cache["loss_kd"] > 0
+
+    # (b) the student saves and reloads in HF format, and records where its teacher signal came from
+    student = AutoModelForCausalLM.from_pretrained(cache_out)
+    assert sum(p.numel() for p in student.parameters()) > 0
+    assert json.load(open(cache_out / "manifest.json"))["teacher"] == str(tiny["cache"])
+    assert not torch.equal(next(student.parameters()),
+                           next(AutoModelForCausalLM.from_pretrained(tiny["student"]).parameters()))
+
+
+def test_cache_of_another_dataset_is_refused_before_training(tiny, tmp_path):
+    out = tmp_path / "out"
+    cfg = load_config(RECIPE, recipe_overrides(tiny, out, f"teacher.cache={tiny['other_cache']}"))
+    with pytest.raises(ManifestMismatchError, match="dataset_fingerprint"):
+        run_training(cfg)
+    assert not out.exists()  # refused before anything was written or loaded
+
+
+def test_cache_of_another_teacher_tokenizer_is_refused(tiny, tmp_path):
+    # The Unigram student's tokenizer named as the teacher: not the tokenizer the cache was made with.
+    cfg = load_config(RECIPE, recipe_overrides(tiny, tmp_path / "out", f"teacher.model={tiny['student_unigram']}",
+                                               f"student.model={tiny['student_unigram']}"))
+    with pytest.raises((ManifestMismatchError, ConfigError), match="tokenizer|vocabular"):
+        run_training(cfg)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["onpolicy.lmbda=0.5", "onpolicy.max_new_tokens=8"], r"onpolicy.lmbda=0.5: on-policy steps need the teacher"),
+    (["onpolicy.seq_kd=true", "onpolicy.max_new_tokens=8"], r"onpolicy.seq_kd=true: SeqKD samples completions"),
+    (["loss.name=gold_hybrid", "loss.weights={}"], r"training from a cache supports the same-vocabulary losses \['adaptive_kl'"),
+    (["loss.name=dskd", "loss.weights={}"], r"loss.name='dskd': training from a cache supports"),
+    (["loss.name=ce", "loss.weights={}"], r"uses no teacher"),
+])
+def test_unsupported_uses_are_refused_at_validation(tiny, tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(RECIPE, recipe_overrides(tiny, tmp_path / "out", *extra))
+
+
+def test_bad_cache_paths_are_refused(tiny, tmp_path):
+    with pytest.raises(ConfigError, match=r"teacher.cache='.*nope' does not exist; give the output directory"):
+        load_config(RECIPE, recipe_overrides(tiny, tmp_path / "out", f"teacher.cache={tmp_path / 'nope'}"))
+    with pytest.raises(ConfigError, match=r"is not a usable teacher cache: .* has no manifest.json"):
+        load_config(RECIPE, recipe_overrides(tiny, tmp_path / "out", f"teacher.cache={tmp_path}"))
+    with pytest.raises(ConfigError, match=r"is not a usable teacher cache: .*holds a 'student'"):
+        fake = tmp_path / "student-dir"
+        fake.mkdir()
+        (fake / "manifest.json").write_text(json.dumps({"kind": "student", "format_version": 1}))
+        load_config(RECIPE, recipe_overrides(tiny, tmp_path / "out", f"teacher.cache={fake}"))
+    with pytest.raises(ConfigError, match=r"teacher.model is empty; .* or set teacher.cache"):
+        load_config(RECIPE, recipe_overrides(tiny, tmp_path / "out", "teacher.model=", "teacher.cache=null"))
+
+
+def test_recipe_cache_section_is_ignored_by_training():
+    cfg = load_config(RECIPE, validate_paths=False)
+    assert cfg.teacher.cache == yaml.safe_load(RECIPE.read_text())["cache"]["output"]
+    assert cfg.teacher.missing_mass == "tail_bucket" and cfg.mode == "soft"
