@@ -62,3 +62,10 @@ def student_same_vocab(tokenizer_paths, tiny_dir):
     from crossdistill.testing.tiny import save_model
 
     return save_model("llama", tokenizer_paths["bpe"], tiny_dir / "student_bpe_llama", hidden=32, seed=2)
+
+
+@pytest.fixture(scope="session")
+def dataset_writer():
+    """:func:`write_dataset` itself (``from conftest import ...`` resolves to whichever tests/*/conftest.py pytest
+    imported first, so it breaks when tests/teacher runs together with tests/train)."""
+    return write_dataset

@@ -21,8 +21,6 @@ from crossdistill.teacher.format import shard_name
 from crossdistill.teacher.reader import (CacheAlignmentError, CacheChecksumError, CacheError, CacheIncompleteError,
                                         CacheReader, CacheTruncatedError)
 
-from conftest import write_dataset
-
 
 @pytest.fixture
 def cache_copy(topk_cache, tmp_path):
@@ -59,11 +57,11 @@ def test_missing_shard_and_missing_manifest_are_incomplete(cache_copy):
         CacheReader(cache_copy)
 
 
-def test_changed_dataset_is_refused(topk_cache, cache_dataset, tmp_path):
+def test_changed_dataset_is_refused(topk_cache, cache_dataset, dataset_writer, tmp_path):
     cfg, _ = topk_cache
     reader = CacheReader(cfg.output)
     reader.check_against(examples=load_examples(cache_dataset))  # the same data passes
-    other = load_examples(write_dataset(tmp_path / "other.jsonl", shift=1))
+    other = load_examples(dataset_writer(tmp_path / "other.jsonl", shift=1))
     with pytest.raises(ManifestMismatchError, match="dataset_fingerprint"):
         reader.check_against(examples=other)
     one_char = load_examples(cache_dataset)

@@ -11,6 +11,7 @@ import sys
 
 from crossdistill.config import ConfigError, load_config
 from crossdistill.data.load import DataError
+from crossdistill.manifest import ManifestMismatchError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"eval={len(prepared.eval) if prepared.eval else 0} separate_teacher={prepared.separate_teacher}")
             return 0
         record = run_training(cfg, resume=args.resume, prepared=prepared)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, ManifestMismatchError) as err:  # the last: teacher.cache made from other data
         print(f"crossdistill train: error: {err}", file=sys.stderr)
         return 2
     print(f"done: student saved to {cfg.train.output_dir}; student_loss={record['student_loss']} "

@@ -237,7 +237,7 @@ class DistillTrainer(Trainer):
             return
         self._projectors_synced = True
         n = self.accelerator.num_processes
-        if n <= 1 or True:  # MUTATION
+        if n <= 1:
             return
         params = self._projector_params()
         for q in params:  # a rank whose batch had no aligned token still takes part in the collective
