@@ -63,7 +63,46 @@ def _pronoun(name: str) -> str:
     return "she" if name in _SHE else "he"
 
 
-def _add(rng: random.Random) -> TaskExample:
+STYLES = ("template", "varied")
+"""``template``: one fixed worked-answer sentence per family. ``varied``: the same arithmetic told in one of several
+natural English phrasings, so the teacher's knowledge of English matters and no single sentence can be memorised
+(the extra draw changes the random stream: the two styles give different questions for one seed)."""
+
+# varied worked answers: {n} name, {he} pronoun, {t} thing, {a} {b} {c} operands, {r} result, {s} a + b
+_VARIED = {
+    "add": (
+        "To find the total, we add {a} and {b}: {a} + {b} = {r}. So there are {r} {t}.",
+        "We need to add the two amounts together. {a} + {b} = {r}, which gives {r} {t}.",
+        "Adding the {b} new {t} to the {a} from the start gives {a} + {b} = {r} {t} in total.",
+        "First there are {a} {t}, then {b} more are added. In total that makes {a} + {b} = {r} {t}.",
+    ),
+    "sub": (
+        "To find how many are left, we subtract: {a} - {b} = {r}. So {r} {t} are left.",
+        "We start with {a} {t} and take away {b}. That leaves {a} - {b} = {r} {t}.",
+        "Since {b} of the {a} {t} are gone, the number left is {a} - {b} = {r}.",
+        "Taking {b} away from {a} gives {a} - {b} = {r}, so there are {r} {t} left.",
+    ),
+    "mul": (
+        "To find the total, we multiply the number of {many} by the number of {t} in each: {b} * {a} = {r}.",
+        "Each {one} has {a} {t}, and there are {b} {many}. So the total is {b} * {a} = {r} {t}.",
+        "We multiply {b} by {a}, because every one of the {b} {many} holds {a} {t}: {b} * {a} = {r}.",
+    ),
+    "two": (
+        "First, {n} buys {b} more, so {he} has {a} + {b} = {s} {t}. Then {he} gives {c} away, which leaves "
+        "{s} - {c} = {r} {t}.",
+        "Let's solve this step by step. After buying, {n} has {a} + {b} = {s} {t}. After giving {c} away, "
+        "{he} has {s} - {c} = {r} {t} left.",
+        "We add the {t} {n} buys and then subtract the ones {he} gives away: {a} + {b} = {s}, and "
+        "{s} - {c} = {r}.",
+    ),
+}
+
+
+def _varied(rng: random.Random, family: str, r: int, **kw: Any) -> str:
+    return rng.choice(_VARIED[family]).format(r=r, **kw) + f" The answer is {r}."
+
+
+def _add(rng: random.Random, style: str = "template") -> TaskExample:
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     a, b = rng.randint(2, 20), rng.randint(2, 20)
     he = _pronoun(name)
@@ -74,10 +113,12 @@ def _add(rng: random.Random) -> TaskExample:
     ))
     c = f"{name} starts with {a} {thing} and gets {b} more, so {he} has {a} + {b} = {a + b} {thing}." if \
         "table" not in q else f"There are {a} {thing} and {b} more are added, so there are {a} + {b} = {a + b} {thing}."
+    if style == "varied":
+        return TaskExample("add", q, _varied(rng, "add", a + b, a=a, b=b, t=thing), a + b)
     return TaskExample("add", q, f"{c} The answer is {a + b}.", a + b)
 
 
-def _sub(rng: random.Random) -> TaskExample:
+def _sub(rng: random.Random, style: str = "template") -> TaskExample:
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     a = rng.randint(5, 20)
     b = rng.randint(1, a - 2)
@@ -91,10 +132,12 @@ def _sub(rng: random.Random) -> TaskExample:
         c = f"There were {a} {thing} and {b} were taken out, so {a} - {b} = {a - b} {thing} are still in the bag."
     else:
         c = f"{name} had {a} {thing} and {b} are gone, so {he} has {a} - {b} = {a - b} {thing} left."
+    if style == "varied":
+        return TaskExample("sub", q, _varied(rng, "sub", a - b, a=a, b=b, t=thing), a - b)
     return TaskExample("sub", q, f"{c} The answer is {a - b}.", a - b)
 
 
-def _mul(rng: random.Random) -> TaskExample:
+def _mul(rng: random.Random, style: str = "template") -> TaskExample:
     thing = rng.choice(THINGS)
     one, many = rng.choice(CONTAINERS)
     a, b = rng.randint(2, 9), rng.randint(2, 9)
@@ -103,10 +146,12 @@ def _mul(rng: random.Random) -> TaskExample:
         f"There are {b} {many} with {a} {thing} in each {one}. How many {thing} are there in total?",
     ))
     c = f"Each {one} has {a} {thing}, so {b} {many} have {b} * {a} = {a * b} {thing}."
+    if style == "varied":
+        return TaskExample("mul", q, _varied(rng, "mul", a * b, a=a, b=b, t=thing, one=one, many=many), a * b)
     return TaskExample("mul", q, f"{c} The answer is {a * b}.", a * b)
 
 
-def _two(rng: random.Random) -> TaskExample:
+def _two(rng: random.Random, style: str = "template") -> TaskExample:
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     a, b = rng.randint(2, 15), rng.randint(2, 15)
     c_ = rng.randint(1, a + b - 2)  # at least 2 left: no "1 apples"
@@ -115,6 +160,9 @@ def _two(rng: random.Random) -> TaskExample:
          f"How many {thing} does {name} have now?")
     c = (f"{name} starts with {a} {thing} and buys {b} more, so {he} has {a} + {b} = {a + b} {thing}. "
          f"Then {he} gives {c_} away, so {he} has {a + b} - {c_} = {a + b - c_} {thing}.")
+    if style == "varied":
+        return TaskExample("two", q, _varied(rng, "two", a + b - c_, n=name, he=he, a=a, b=b, c=c_, s=a + b, t=thing),
+                           a + b - c_)
     return TaskExample("two", q, f"{c} The answer is {a + b - c_}.", a + b - c_)
 
 
@@ -122,12 +170,17 @@ _MAKERS = {"add": _add, "sub": _sub, "mul": _mul, "two": _two}
 
 
 def make_examples(n: int, seed: int, families: Sequence[str] = FAMILIES,
-                  exclude: Iterable[str] = ()) -> list[TaskExample]:
+                  exclude: Iterable[str] = (), style: str = "template") -> list[TaskExample]:
     """``n`` distinct examples (families in rotation), none of whose questions is in ``exclude``.
 
+    Args:
+        style: the completions' wording, one of :data:`STYLES`.
+
     Raises:
-        ValueError: ``n`` < 0, an unknown family, or fewer than ``n`` distinct questions exist.
+        ValueError: ``n`` < 0, an unknown family or style, or fewer than ``n`` distinct questions exist.
     """
+    if style not in STYLES:
+        raise ValueError(f"style={style!r}: choose from {list(STYLES)}")
     if n < 0:
         raise ValueError(f"n={n} must be >= 0")
     bad = [f for f in families if f not in _MAKERS]
@@ -138,7 +191,7 @@ def make_examples(n: int, seed: int, families: Sequence[str] = FAMILIES,
     out: list[TaskExample] = []
     tries = 0
     while len(out) < n:
-        ex = _MAKERS[families[len(out) % len(families)]](rng)
+        ex = _MAKERS[families[len(out) % len(families)]](rng, style)
         tries += 1
         if ex.question in seen:
             if tries > 50 * (n + 10):
@@ -149,11 +202,11 @@ def make_examples(n: int, seed: int, families: Sequence[str] = FAMILIES,
     return out
 
 
-def make_split(n_train: int, n_eval: int, seed: int = 0,
-               families: Sequence[str] = FAMILIES) -> tuple[list[TaskExample], list[TaskExample]]:
+def make_split(n_train: int, n_eval: int, seed: int = 0, families: Sequence[str] = FAMILIES,
+               style: str = "template") -> tuple[list[TaskExample], list[TaskExample]]:
     """A training set and a held-out set with disjoint questions (the held-out set uses another random stream)."""
-    train = make_examples(n_train, seed, families)
-    held = make_examples(n_eval, seed + 1_000_003, families, exclude={e.question for e in train})
+    train = make_examples(n_train, seed, families, style=style)
+    held = make_examples(n_eval, seed + 1_000_003, families, exclude={e.question for e in train}, style=style)
     return train, held
 
 

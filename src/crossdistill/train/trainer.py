@@ -153,8 +153,9 @@ class ObjectiveRunner:
             ctx.teacher_batch = src
             ctx.teacher_vocab_size = len(self.teacher_tok)
         else:
-            raise NotImplementedError(f"teacher_input={self.spec.teacher_input!r} (cached teacher signals) is not "
-                                      "wired into the trainer yet")
+            raise NotImplementedError(f"loss.name={self.spec.name!r} reads a teacher signal (teacher_input="
+                                      f"{self.spec.teacher_input!r}): set teacher.cache (server teachers are not "
+                                      "wired into the trainer yet)")
         return ctx
 
     def objective(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], count: Any = None) -> Objective:
