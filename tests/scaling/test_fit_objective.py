@@ -1,6 +1,6 @@
 """The fitting objective: batched predictions equal the laws, analytic gradients equal finite differences.
 
-Run: python -m pytest tests/scaling/test_objective.py -q
+Run: python -m pytest tests/scaling/test_fit_objective.py -q
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """The ``uld`` and ``gold_hybrid`` training objectives on a real cross-tokenizer batch.
-Run: python -m pytest tests/align/test_objectives.py -q"""
+Run: python -m pytest tests/align/test_align_objectives.py -q"""
 
 from __future__ import annotations
 
