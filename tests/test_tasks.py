@@ -17,9 +17,10 @@ def test_split_is_reproducible_and_disjoint():
     assert {e.task for e in a_train} == set(tasks.FAMILIES)
 
 
+@pytest.mark.parametrize("style", tasks.STYLES)
 @pytest.mark.parametrize("family", tasks.FAMILIES)
-def test_every_completion_states_its_answer(family):
-    for ex in tasks.make_examples(50, seed=1, families=[family]):
+def test_every_completion_states_its_answer(family, style):
+    for ex in tasks.make_examples(50, seed=1, families=[family], style=style):
         assert tasks.score(ex.completion, ex.answer), ex
         assert ex.answer >= 2  # no "1 apples"
         # the worked equation in the completion is arithmetic that holds
@@ -60,7 +61,21 @@ def test_records_are_training_data(tmp_path):
     assert len(load_examples(paths["train"])) == 6
 
 
+def test_varied_style_varies_the_wording_and_keeps_the_split_disjoint():
+    train, held = tasks.make_split(80, 20, seed=0, style="varied")
+    assert not {e.question for e in train} & {e.question for e in held}
+    # several openings per family, not one template (numbers and names removed)
+    import re
+
+    for family in tasks.FAMILIES:
+        shapes = {re.sub(r"\d+", "N", e.completion.split(",")[0].split(":")[0])[:25] for e in train if e.task == family}
+        assert len(shapes) >= 3, (family, shapes)
+    assert tasks.make_split(80, 20, seed=0, style="varied") == (train, held)
+
+
 def test_bad_arguments():
+    with pytest.raises(ValueError, match="style='poetry'"):
+        tasks.make_examples(3, 0, style="poetry")
     with pytest.raises(ValueError, match="families"):
         tasks.make_examples(3, 0, families=["division"])
     with pytest.raises(ValueError, match="n=-1"):

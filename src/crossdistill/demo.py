@@ -52,6 +52,10 @@ DESCRIPTIONS = {
 }
 
 
+GOLD_PARAMS = {"matched_weight": 1.0, "unmatched_weight": 1.0, "beta": 0.0}
+"""``gold_hybrid``'s loss params in the demo (see :func:`method_config` for why fixed weights and beta=0)."""
+
+
 @dataclass
 class DemoBudget:
     """How much the demo does; ``full`` and ``quick`` below are the two presets."""
@@ -78,6 +82,8 @@ class DemoBudget:
     """Target vocabulary size of the student's tokenizer (256 byte-fallback pieces come on top)."""
     teacher_accuracy: bool = True
     """Also measure the teacher's task accuracy (greedy generation with the 135M teacher: the slowest eval part)."""
+    task_style: str = "template"
+    """Wording of the worked answers (:data:`crossdistill.tasks.STYLES`): one fixed sentence per family, or varied."""
 
 
 BUDGETS = {
@@ -180,7 +186,7 @@ def method_config(method: str, *, student: Path, teacher: str, train: Path, gene
         # tokens; fixed equal weights keep the token-identity term in play. beta=0 makes the matched term forward
         # KL: JSD (beta=0.5) saturates at ln 2 while student and teacher are far apart -- a randomly initialised
         # student always is -- and its gradient vanishes (measured: the training CE then tracks CE-only's).
-        cfg["loss"]["params"] = {"matched_weight": 1.0, "unmatched_weight": 1.0, "beta": 0.0}
+        cfg["loss"]["params"] = dict(GOLD_PARAMS)
     return cfg
 
 
@@ -247,6 +253,8 @@ def run_demo(out: Path, budget: DemoBudget, *, teacher: str | None = None, metho
     from crossdistill.demo_report import write_report
     from crossdistill.evaluate import evaluate_models, format_table, load_pretrained
 
+    if budget.task_style not in tasks.STYLES:
+        raise ConfigError(f"task_style={budget.task_style!r}: choose from {list(tasks.STYLES)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ConfigError(f"methods={list(methods)!r}: unknown {unknown}; choose from {list(METHODS)}")
@@ -267,7 +275,7 @@ def run_demo(out: Path, budget: DemoBudget, *, teacher: str | None = None, metho
         teacher_cached = None
 
     stage("task: arithmetic word problems, train / held-out split (generated offline)")
-    train_ex, held_ex = tasks.make_split(budget.n_train, budget.n_eval, seed)
+    train_ex, held_ex = tasks.make_split(budget.n_train, budget.n_eval, seed, style=budget.task_style)
     paths = tasks.write_split(out / "data", train_ex, held_ex)
     print(f"{len(train_ex)} training and {len(held_ex)} held-out examples in {out / 'data'}; e.g.\n"
           f"  Q: {train_ex[0].question}\n  A: {train_ex[0].completion}")
@@ -349,6 +357,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", help="a teacher directory instead of the packaged SmolLM2-135M-Instruct")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--task-style", choices=("template", "varied"), help="override the wording of the worked answers")
     for name in ("n_train", "n_eval", "epochs"):
         p.add_argument("--" + name.replace("_", "-"), type=float if name == "epochs" else int,
                        help=f"override the budget's {name}")
@@ -366,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crossdistill demo: error: budget overrides must be positive; got {changes}", file=sys.stderr)
         return 2
     budget = replace(budget, **changes)
+    if args.task_style is not None:
+        budget = replace(budget, task_style=args.task_style)
     if args.threads is not None:
         if args.threads < 1:
             print(f"crossdistill demo: error: --threads={args.threads} must be >= 1", file=sys.stderr)
