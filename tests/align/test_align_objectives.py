@@ -67,3 +67,35 @@ def test_missing_inputs_error(tokenizers):
     ctx, *_ = make_ctx(tokenizers)
     with pytest.raises(ValueError, match="variant"):
         get_objective("uld").fn(ctx, variant="magic")
+
+
+def test_gold_one_to_one_only_keeps_exactly_the_1_to_1_groups(tokenizers, tmp_path, monkeypatch):
+    """The filtered loss is the full loss minus the multi-token groups' part (the loss is a sum over groups)."""
+    from crossdistill.align.objectives import batch_alignment, one_to_one_groups
+    from crossdistill.align.spans import BatchAlignment
+
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path))
+    ctx, *_ = make_ctx(tokenizers)
+    al = batch_alignment(ctx)
+    ns = torch.bincount(al.student_groups, minlength=al.num_groups)
+    nt = torch.bincount(al.teacher_groups, minlength=al.num_groups)
+    one = (ns == 1) & (nt == 1)
+    assert 0 < int(one.sum()) < al.num_groups  # the fixture has both kinds (emoji, accents)
+    kept = one_to_one_groups(al)
+    assert kept.num_groups == int(one.sum()) and kept.student_rows.numel() == kept.num_groups
+    assert kept.student_groups.tolist() == list(range(kept.num_groups)) == kept.teacher_groups.tolist()
+    assert set(kept.student_rows.tolist()) == set(al.student_rows[one[al.student_groups]].tolist())
+    # the complement, built by hand, carries the rest of the sum
+    multi = ~one
+    ids = torch.cumsum(multi.long(), 0) - 1
+    sk, tk = multi[al.student_groups], multi[al.teacher_groups]
+    rest = BatchAlignment(al.student_rows[sk], ids[al.student_groups[sk]], al.teacher_rows[tk],
+                          ids[al.teacher_groups[tk]], int(multi.sum()), al.group_example[multi])
+    fn = get_objective("gold_hybrid").fn
+    params = {"matched_weight": 1.0, "unmatched_weight": 0.5, "beta": 0.0}
+    full = fn(ctx, **params).terms["gold"]
+    only = fn(ctx, one_to_one_only=True, **params).terms["gold"]
+    ctx.alignment = rest
+    other = fn(ctx, **params).terms["gold"]
+    torch.testing.assert_close(only + other, full, rtol=1e-5, atol=1e-5)
+    assert 0 < only < full

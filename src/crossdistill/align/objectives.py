@@ -100,6 +100,24 @@ def uld_objective(ctx: StepContext, variant: str = "aligned", top_k: int | None 
     return ObjectiveOutput({"ce": ce_sum(ctx), "uld": out.loss}, ctx.num_targets)
 
 
+def one_to_one_groups(al: BatchAlignment) -> BatchAlignment:
+    """``al`` restricted to groups of exactly one student and one teacher token, renumbered 0..G'-1.
+
+    Why: for a multi-token group the teacher's merged distribution is over its FIRST token (e.g. ``E`` of
+    ``E|lla``), whose student counterpart is not the token the student emits first (``Ella``); on the matched
+    columns such groups push the student away from its own target (measured on SmolLM2 -> a task BPE student).
+    """
+    G = al.num_groups
+    ns = torch.bincount(al.student_groups, minlength=G)
+    nt = torch.bincount(al.teacher_groups, minlength=G)
+    keep = (ns == 1) & (nt == 1)
+    new_id = torch.cumsum(keep.long(), 0) - 1
+    s_keep, t_keep = keep[al.student_groups], keep[al.teacher_groups]
+    return BatchAlignment(student_rows=al.student_rows[s_keep], student_groups=new_id[al.student_groups[s_keep]],
+                          teacher_rows=al.teacher_rows[t_keep], teacher_groups=new_id[al.teacher_groups[t_keep]],
+                          num_groups=int(keep.sum()), group_example=al.group_example[keep])
+
+
 def _vocab_map(ctx: StepContext) -> Any:
     vm = ctx.extras.get("vocab_map")
     if vm is None:
@@ -117,15 +135,21 @@ def _vocab_map(ctx: StepContext) -> Any:
     default_weights={"ce": 1.0, "gold": 1.0, "gold_matched": 0.0, "gold_unmatched": 0.0},
     soft_terms=("gold", "gold_matched", "gold_unmatched"),
     params={"beta": 0.5, "matched_weight": None, "unmatched_weight": None, "merge": "observed", "top_k": None,
-            "student_temperature": None, "teacher_temperature": None, "chunk_groups": 256},
+            "student_temperature": None, "teacher_temperature": None, "chunk_groups": 256, "one_to_one_only": False},
     description="GOLD hybrid: generalized JSD on matched vocabulary columns + sorted L1 on the rest, + student CE")
 def gold_hybrid_objective(ctx: StepContext, beta: float = 0.5, matched_weight: float | None = None,
                           unmatched_weight: float | None = None, merge: str = "observed", top_k: int | None = None,
                           student_temperature: float | None = None, teacher_temperature: float | None = None,
-                          chunk_groups: int = 256) -> ObjectiveOutput:
-    """``gold_hybrid`` objective. ``gold_matched`` / ``gold_unmatched`` are logged with weight 0 (diagnostics)."""
+                          chunk_groups: int = 256, one_to_one_only: bool = False) -> ObjectiveOutput:
+    """``gold_hybrid`` objective. ``gold_matched`` / ``gold_unmatched`` are logged with weight 0 (diagnostics).
+
+    ``one_to_one_only``: distil only on groups of one student and one teacher token (:func:`one_to_one_groups`).
+    """
     ts, tt = _temps(ctx, student_temperature, teacher_temperature)
-    out = gold_hybrid(ctx.target_logits(), _teacher(ctx), batch_alignment(ctx), _vocab_map(ctx),
+    al = batch_alignment(ctx)
+    if one_to_one_only:
+        al = one_to_one_groups(al)
+    out = gold_hybrid(ctx.target_logits(), _teacher(ctx), al, _vocab_map(ctx),
                       ctx.targets[ctx.mask], _teacher_targets(ctx), beta=beta, matched_weight=matched_weight,
                       unmatched_weight=unmatched_weight, merge=merge, top_k=top_k, student_temperature=ts,
                       teacher_temperature=tt, teacher_vocab_size=ctx.teacher_vocab_size, chunk_groups=chunk_groups)
