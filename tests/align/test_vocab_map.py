@@ -56,3 +56,14 @@ def test_cache_keyed_by_hashes_and_atomic(tokenizers, tmp_path):
     # a corrupt file is rebuilt
     files[0].write_bytes(b"garbage")
     assert np.array_equal(build_vocab_map(a, b, cache_dir=tmp_path).teacher_to_student, m1.teacher_to_student)
+
+
+def test_prefers_emitted_pieces_over_byte_fallback(tokenizers, tmp_path):
+    # The unigram fixture has both `<0x20>` (byte fallback, lower id) and `▁`; only `▁` is ever emitted for a space,
+    # so the byte-level teacher's `Ġ` must map onto `▁`.
+    bpe, uni = tokenizers["bpe"], tokenizers["unigram"]
+    space, byte_space = uni.convert_tokens_to_ids("\u2581"), uni.convert_tokens_to_ids("<0x20>")
+    assert space != uni.unk_token_id and byte_space != uni.unk_token_id and byte_space < space
+    assert uni(" a b", add_special_tokens=False).input_ids.count(byte_space) == 0
+    m = build_vocab_map(bpe, uni, use_cache=False)
+    assert m.teacher_to_student[bpe.convert_tokens_to_ids("Ġ")] == space

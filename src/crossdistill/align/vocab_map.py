@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+MAP_VERSION = 2
+"""Bumped whenever :func:`compute_vocab_map` changes, so maps cached by an older version are not reused."""
 
 
 @lru_cache(maxsize=1)
@@ -141,10 +143,15 @@ def compute_vocab_map(teacher_tokenizer: Any, student_tokenizer: Any) -> np.ndar
         if j is not None and j not in used:
             out[i] = j
             used.add(j)
+    # When several student pieces spell the same bytes, prefer the one the tokenizer emits: a byte-fallback piece
+    # (`<0x20>`) is never produced for a character the vocabulary covers (` ` becomes `▁`), so mapping the teacher's
+    # `Ġ` onto it would teach the student to put mass on a token it never writes.
     s_by_key: dict[bytes, int] = {}
-    for i, k in enumerate(token_keys(student_tokenizer)):
-        if k is not None and i not in used:
-            s_by_key.setdefault(k, i)
+    keys = token_keys(student_tokenizer)
+    for fallback_pass in (False, True):
+        for i, k in enumerate(keys):
+            if k is not None and i not in used and (s_tok[i] is not None and bool(_BYTE_FALLBACK.match(s_tok[i]))) == fallback_pass:
+                s_by_key.setdefault(k, i)
     for i, k in enumerate(token_keys(teacher_tokenizer)):
         if out[i] >= 0 or k is None:
             continue
@@ -183,7 +190,7 @@ def build_vocab_map(teacher_tokenizer: Any, student_tokenizer: Any, cache_dir: s
             from crossdistill.assets import cache_root
 
             cache_dir = cache_root() / "vocab_maps"
-        path = Path(cache_dir) / f"{th[:24]}-{sh[:24]}.npy"
+        path = Path(cache_dir) / f"v{MAP_VERSION}-{th[:24]}-{sh[:24]}.npy"
         if path.exists():
             try:
                 arr = np.load(path)
