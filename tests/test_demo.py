@@ -20,7 +20,7 @@ TINY = replace(demo.BUDGETS["quick"], n_train=8, n_eval=4, epochs=1, batch_size=
 
 def test_demo_smoke_on_tiny_models(tmp_path, model_paths, capsys):
     out = tmp_path / "demo"
-    summary = demo.run_demo(out, TINY, teacher=str(model_paths["teacher_bpe"]), progress=False)
+    summary = demo.run_demo(out, TINY, teacher=str(model_paths["teacher_bpe"]), methods=demo.METHODS, progress=False)
     printed = capsys.readouterr().out
     results = summary["results"]
     assert list(results) == ["teacher", "untrained", *demo.METHODS]
