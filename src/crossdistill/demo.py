@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 METHODS = ("ce", "hard_label", "uld", "gold_hybrid", "cdm")
-DEFAULT_METHODS = ("ce", "hard_label", "uld", "gold_hybrid")
+DEFAULT_METHODS = METHODS
 DESCRIPTIONS = {
     "untrained": "the initial student, before any training",
     "ce": "cross-entropy on the ground-truth completions (no teacher)",
@@ -256,7 +256,7 @@ def run_demo(out: Path, budget: DemoBudget, *, teacher: str | None = None,
 
     Args:
         teacher: a teacher directory (default: the packaged SmolLM2-135M-Instruct, converted and cached).
-        methods: a subset of :data:`METHODS` (default :data:`DEFAULT_METHODS`; `cdm` is opt-in until measured here).
+        methods: a subset of :data:`METHODS` (default :data:`DEFAULT_METHODS`, all of them).
     """
     from crossdistill import tasks
     from crossdistill.config import ConfigError
