@@ -6,7 +6,14 @@ import random
 
 import numpy as np
 
-from crossdistill.align.dtw import normalized_edit_distance, pairwise_edit_distance, weighted_dtw
+from crossdistill.align.dtw import (
+    encode_strings,
+    normalized_edit_distance,
+    paired_edit_distance,
+    paired_edit_distance_codes,
+    pairwise_edit_distance,
+    weighted_dtw,
+)
 
 ALPHABET = "abcde ▁Ġé日🙂"
 
@@ -55,6 +62,21 @@ def test_edit_distance_equals_reference():
     norm = normalized_edit_distance(a, b)
     assert norm[-2, -2] == 0.0  # two empty strings
     np.testing.assert_allclose(norm[-1, -1], 3 / 13)
+
+
+def test_paired_edit_distance_equals_reference():
+    """The element-wise path (CDM's dynamic map) shares the row update with the pairwise one; check it on its own,
+    including empty strings on either side and pre-encoded rows taken out of a larger vocabulary."""
+    rng = random.Random(1)
+    a = [_word(rng, 9) for _ in range(60)] + ["", "", "kitten"]
+    b = [_word(rng, 9) for _ in range(60)] + ["abc", "", "sitting"]
+    ref = np.array([ref_levenshtein(x, y) for x, y in zip(a, b)])
+    np.testing.assert_array_equal(paired_edit_distance(a, b), ref)
+    ca, la = encode_strings(a)
+    cb, lb = encode_strings(b)
+    cb = np.where(cb == -1, -2, cb)  # padding codes must differ between the sides
+    rows = np.array([5, 61, 62, 0, 5])
+    np.testing.assert_array_equal(paired_edit_distance_codes(ca[rows], la[rows], cb[rows], lb[rows]), ref[rows])
 
 
 def test_weighted_dtw_equals_reference_dp_on_200_random_pairs():

@@ -49,16 +49,31 @@ def pairwise_edit_distance(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
     ca, la = _encode(list(ua), -1)
     cb, lb = _encode(list(ub), -2)                                            # pads never match each other
     lb_max = cb.shape[1]
-    # Layout [Lb + 1, A, B]: the DP column index first so every step works on contiguous [A, B] planes; int16
-    # (token strings are far shorter than 32767) keeps the memory traffic low.
-    dt = np.int16 if max(int(la.max()), lb_max) < 30000 else np.int64
-    steps = np.arange(lb_max + 1, dtype=dt)[:, None, None]
-    row = np.broadcast_to(steps, (lb_max + 1, len(ua), len(ub))).astype(dt)   # D[0, j] = j
+    # Layout [Lb + 1, A, B]: the DP column index first so every step works on contiguous [A, B] planes.
     result = np.where(la[:, None] == 0, lb[None, :], 0).astype(np.int64)      # empty a: distance |b|
-    cb_t = cb.T[:, None, :]                                                   # [Lb, 1, B]
+    # [Lb, 1, B] against [1, A, 1] characters: every (a, b) pair on one [A, B] plane.
+    for _, done, row in _levenshtein_rows(cb.T[:, None, :], lambda i: ca[None, :, i - 1, None], la, lb_max,
+                                          (len(ua), len(ub))):
+        result[done] = row[lb[None, :], done[:, None], np.arange(len(ub))[None, :]]
+    return result[ia][:, ib]
+
+
+def _levenshtein_rows(cb_t, a_chars, la: np.ndarray, lb_max: int, plane: tuple[int, ...]):
+    """Run the Levenshtein DP row by row; yield ``(i, done, row)`` after each row i at which some first-side string
+    ends (``done``: the indices along the first plane axis with ``la == i``; ``row``: ``[Lb + 1, *plane]``, valid until
+    the next step).
+
+    ``cb_t`` holds the second side's characters ``[Lb, ...]`` and ``a_chars(i)`` the first side's i-th characters, in
+    shapes that broadcast to ``[Lb, *plane]``. The within-row left-neighbour dependency is solved in closed form:
+    D[i, j] = j + cummin_{j' ≤ j}(X[j'] − j').
+    """
+    # int16 (token strings are far shorter than 32767) keeps the memory traffic low.
+    dt = np.int16 if max(int(la.max()), lb_max) < 30000 else np.int64
+    steps = np.arange(lb_max + 1, dtype=dt).reshape((-1,) + (1,) * len(plane))
+    row = np.broadcast_to(steps, (lb_max + 1, *plane)).astype(dt)             # D[0, j] = j
     x = np.empty_like(row)
     for i in range(1, int(la.max()) + 1):
-        sub = (cb_t != ca[None, :, i - 1, None]).astype(dt)                   # [Lb, A, B]
+        sub = (cb_t != a_chars(i)).astype(dt)
         x[0] = i
         np.minimum(row[1:] + 1, row[:-1] + sub, out=x[1:])
         x -= steps
@@ -66,8 +81,7 @@ def pairwise_edit_distance(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         row += steps
         done = np.nonzero(la == i)[0]
         if done.size:
-            result[done] = row[lb[None, :], done[:, None], np.arange(len(ub))[None, :]]
-    return result[ia][:, ib]
+            yield i, done, row
 
 
 def paired_edit_distance(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
@@ -98,22 +112,9 @@ def paired_edit_distance_codes(ca: np.ndarray, la: np.ndarray, cb: np.ndarray, l
     wa = max(int(la.max()), 1)
     wb = max(int(lb.max()), 1)
     ca, cb = ca[:, :wa], cb[:, :wb]
-    dt = np.int16 if max(wa, wb) < 30000 else np.int64
-    steps = np.arange(wb + 1, dtype=dt)[:, None]
-    row = np.broadcast_to(steps, (wb + 1, n)).astype(dt)
     result = np.where(la == 0, lb, 0).astype(np.int64)
-    cb_t = np.ascontiguousarray(cb.T)                                         # [Lb, P]
-    x = np.empty_like(row)
-    for i in range(1, int(la.max()) + 1):
-        sub = (cb_t != ca[None, :, i - 1]).astype(dt)
-        x[0] = i
-        np.minimum(row[1:] + 1, row[:-1] + sub, out=x[1:])
-        x -= steps
-        np.minimum.accumulate(x, axis=0, out=row)
-        row += steps
-        done = np.nonzero(la == i)[0]
-        if done.size:
-            result[done] = row[lb[done], done]
+    for _, done, row in _levenshtein_rows(np.ascontiguousarray(cb.T), lambda i: ca[None, :, i - 1], la, wb, (n,)):
+        result[done] = row[lb[done], done]
     return result
 
 
