@@ -9,7 +9,7 @@ Parity check: TRL's "bayesian" mode slices the rows that predict each token, whi
 full-sort aligned ULD with merge="bayesian" (normalized like TRL: mean over groups per sample, then over the batch)
 must equal TRL's value.
 
-Usage (2-core CPU, ~3 minutes with TRL):
+Usage (idle 2-core CPU: ~9 minutes with TRL, of which TRL takes ~7; ~1.5 without):
     python benchmarks/cross_tokenizer.py                      # 8 x 512, V 49,152 vs 151,936, k = 256
     python benchmarks/cross_tokenizer.py --batch 2 --length 128 --no-trl   # quick look
 """
