@@ -191,6 +191,9 @@ class TrainConfig:
     """DataLoader worker processes."""
     progress_bar: bool = True
     """Show tqdm progress bars."""
+    log_lines: bool = False
+    """Print every training log as a line under the progress bar (the Transformers default). Off: the latest loss
+    terms show in the bar's postfix; ``trainer_state.json`` and ``report_to`` get every value either way."""
 
 
 @dataclass

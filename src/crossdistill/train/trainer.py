@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback
+from transformers import ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from crossdistill.data.dataset import RenderedDataset, split_teacher
@@ -44,6 +44,7 @@ from crossdistill.positions import count_targets, shift_targets
 from crossdistill.train.models import decoder_of, head_info
 from crossdistill.train.objectives import ObjectiveSpec, StepContext
 from crossdistill.train.onpolicy import Rollouts, rollout_seed, step_is_on_policy
+from crossdistill.train.progress import LossBar
 
 
 @contextlib.contextmanager
@@ -212,6 +213,9 @@ class DistillTrainer(Trainer):
         self._metric_steps: dict[str, int] = defaultdict(int)
         self.xtok_state = self._build_xtok_state()
         self._projectors_synced = False
+        if self.args.disable_tqdm is False and not dcfg.train.log_lines:
+            self.remove_callback(ProgressCallback)
+            self.add_callback(LossBar)
 
     # ------------------------------------------------------------------------------------------- DSKD projectors
     def _build_xtok_state(self):
