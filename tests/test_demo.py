@@ -86,3 +86,12 @@ def test_real_teacher_quick_demo(tmp_path):
     assert demo.main(["--quick", "--out", str(tmp_path / "demo")]) == 0
     summary = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert summary["results"]["teacher"]["bpb"] < summary["results"]["untrained"]["bpb"]
+
+
+def test_demo_reruns_in_the_same_directory_with_the_same_numbers(tmp_path, model_paths):
+    """Running the README command twice must work: existing outputs are replaced, and a fixed seed repeats."""
+    kwargs = dict(teacher=str(model_paths["teacher_bpe"]), methods=["ce", "hard_label"], progress=False)
+    first = demo.run_demo(tmp_path / "demo", TINY, **kwargs)
+    second = demo.run_demo(tmp_path / "demo", TINY, **kwargs)
+    for name in first["results"]:
+        assert second["results"][name]["bpb"] == pytest.approx(first["results"][name]["bpb"], rel=1e-6), name
