@@ -3,7 +3,7 @@
 ``load_config(path, overrides)`` reads a recipe, applies dotted overrides (``loss.temperature=2``, values parsed as
 YAML), builds the dataclasses with type checks and runs :func:`validate` — all before any model or tokenizer is
 loaded. Every error is a :class:`ConfigError` naming the field, the value and the fix. Checks that need tokenizers
-(same-vocabulary losses with differing tokenizers) live in :mod:`crossdistill.train.checks`.
+(same-vocabulary losses with differing tokenizers) live in :func:`crossdistill.train.run.check_pair`.
 """
 
 from __future__ import annotations
@@ -398,11 +398,23 @@ def _check_cache_objective(cfg: DistillConfig, spec: Any) -> None:
     if not spec.needs_teacher:
         raise ConfigError(f"{where} is set but loss.name={cfg.loss.name!r} uses no teacher; choose a distillation "
                           f"loss that reads the cache (one of {supported}) or remove teacher.cache")
-    if spec.cross_tokenizer or not (spec.teacher_input == "signal" or spec.name in SAME_VOCAB_DIVERGENCES):
+    from crossdistill.train.objectives import OBJECTIVES
+
+    cross = sorted(n for n, s in OBJECTIVES.items() if s.sparse_teacher)
+    readable = (spec.sparse_teacher if spec.cross_tokenizer
+                else spec.teacher_input == "signal" or spec.name in SAME_VOCAB_DIVERGENCES)
+    if not readable:
         raise ConfigError(f"{where} with loss.name={cfg.loss.name!r}: training from a cache supports the "
-                          f"same-vocabulary losses {supported} (the cached top-k is a sparse distribution over the "
-                          "teacher's vocabulary); cross-tokenizer and hidden-state objectives need the online teacher: "
-                          "remove teacher.cache and set teacher.model")
+                          f"same-vocabulary losses {supported} and the cross-tokenizer losses {cross} (the cached "
+                          "top-k is a sparse distribution over the teacher's vocabulary); the other cross-tokenizer "
+                          "and hidden-state objectives need the online teacher: remove teacher.cache and set "
+                          "teacher.model")
+    if spec.name == "uld" and cfg.loss.params.get("variant", "aligned") != "aligned":
+        raise ConfigError(f"{where} with loss.params.variant={cfg.loss.params['variant']!r}: positional ULD needs the "
+                          "teacher's logits at every position; use variant 'aligned' (the default) with a cache")
+    if spec.name == "gold_hybrid" and not (cfg.teacher.tokenizer or cfg.teacher.model):
+        raise ConfigError(f"{where} with loss.name='gold_hybrid': its vocabulary map needs the teacher's tokenizer; "
+                          "set teacher.tokenizer (or teacher.model) to the tokenizer the cache was written with")
     if cfg.onpolicy.lmbda > 0:
         raise ConfigError(f"{where} with onpolicy.lmbda={cfg.onpolicy.lmbda}: on-policy steps need the teacher to score "
                           "the student's own samples, which no cache holds; set onpolicy.lmbda=0, or drop "
@@ -514,6 +526,8 @@ def validate(cfg: DistillConfig, check_paths: bool = True) -> None:
             _check_cache_path(cfg.teacher.cache)
             if cfg.teacher.model:  # optional next to a cache: only its tokenizer loads, to check the cache's
                 _check_model_ref(cfg.teacher.model, "teacher.model")
+            if cfg.teacher.tokenizer:
+                _check_model_ref(cfg.teacher.tokenizer, "teacher.tokenizer")
         elif cfg.teacher is not None:
             if not cfg.teacher.model:
                 raise ConfigError("teacher.model is empty; give a Hub id, a local model directory or a .gguf file, "

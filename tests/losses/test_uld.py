@@ -198,6 +198,32 @@ def test_sparse_signal_matches_dense():
     assert torch.isfinite(ren.loss)
 
 
+def test_exact_target_logprobs_make_sparse_merges_equal_dense_top_k():
+    """Multi-token groups with a top-k signal: with the exact log-prob of each actual teacher token (what a cache
+    stores), the sparse path equals the dense top-k path even when those tokens fall outside the top k; without it,
+    it does not (the lookup falls back to a bound). Under "renormalize" the exact values are not used."""
+    from dataclasses import replace
+
+    torch.manual_seed(5)
+    n_s, n_t, Vs, Vt, k = 9, 11, 40, 60, 8
+    zs = torch.randn(n_s, Vs, dtype=F64)
+    zt = torch.randn(n_t, Vt, dtype=F64) * 2
+    ys = torch.randint(0, Vs, (n_s,))
+    sig = TeacherSignal.top_k(zt, k, policy="tail_bucket")
+    yt = torch.stack([torch.tensor([i for i in range(Vt) if i not in sig.ids[r]][r % 3]) for r in range(n_t)])
+    al = random_alignment(n_s, n_t, 5, seed=1)  # multi-token groups on both sides
+    exact = zt.log_softmax(-1).gather(-1, yt[:, None]).squeeze(-1)
+    dense = uld_from_alignment(zs, zt, al, ys, yt, top_k=k).loss
+    with_exact = uld_from_alignment(zs, replace(sig, target_logprobs=exact), al, ys, yt, top_k=k).loss
+    torch.testing.assert_close(with_exact.double(), dense, atol=1e-6, rtol=1e-6)
+    assert abs(float(uld_from_alignment(zs, sig, al, ys, yt, top_k=k).loss) - float(dense)) > 1e-3
+    ren = TeacherSignal.top_k(zt, k)
+    torch.testing.assert_close(uld_from_alignment(zs, replace(ren, target_logprobs=exact), al, ys, yt, top_k=k).loss,
+                               uld_from_alignment(zs, ren, al, ys, yt, top_k=k).loss)
+    with pytest.raises(ValueError, match="target_logprobs must be"):
+        replace(sig, target_logprobs=exact[:3])
+
+
 def test_empty_alignment_and_bf16():
     zs = torch.randn(4, 10, requires_grad=True)
     empty = BatchAlignment(*(torch.zeros(0, dtype=torch.long),) * 4, 0, torch.zeros(0, dtype=torch.long))

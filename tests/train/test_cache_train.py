@@ -8,6 +8,7 @@ Run: python -m pytest tests/train/test_cache_train.py -q
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,59 @@ def test_train_from_cache_matches_online_top_k(tiny, tmp_path, monkeypatch, poli
                            next(AutoModelForCausalLM.from_pretrained(tiny["student"]).parameters()))
 
 
+def online_cross_tokenizer_top_k_context(k: int, policy: str):
+    """The online cross-tokenizer context with the teacher's logits replaced by their top-k signal (exact tail and
+    the exact log-prob of each actual teacher token — what a cache stores)."""
+    original = trainer_mod.ObjectiveRunner.context
+
+    def context(self, model, inputs):
+        ctx = original(self, model, inputs)
+        assert self.cached is None and ctx.teacher_logits is not None  # the online cross-tokenizer path
+        z = ctx.teacher_logits[ctx.teacher_mask][:, : ctx.teacher_vocab_size].float()
+        y = ctx.teacher_targets[ctx.teacher_mask]
+        exact = z.log_softmax(-1).gather(-1, y[:, None]).squeeze(-1)
+        ctx.teacher_signal = replace(TeacherSignal.top_k(z, k, policy=policy), target_logprobs=exact)
+        ctx.teacher_logits = None
+        return ctx
+
+    return context
+
+
+@pytest.mark.parametrize("loss, terms", [("uld", ("loss", "loss_uld", "loss_ce")),
+                                         ("gold_hybrid", ("loss", "loss_gold", "loss_ce"))])
+def test_cross_tokenizer_student_from_cache_matches_online_top_k(tiny, tmp_path, monkeypatch, loss, terms):
+    """A Unigram student distilled from the byte-level-BPE teacher's cache: the cache's character spans align it, and
+    the first two steps equal the online cross-tokenizer run restricted to the same top-k."""
+    common = [f"student.model={tiny['student_unigram']}", f"loss.name={loss}", "loss.weights={}",
+              f"loss.params={{top_k: {K}}}", "teacher.missing_mass=tail_bucket"]
+    cache_out = tmp_path / "cache" / "out"
+    # uld needs no teacher tokenizer at all; gold_hybrid's vocabulary map needs one (teacher.tokenizer, no model).
+    teacher = ["teacher.model="] + ([f"teacher.tokenizer={tiny['teacher']}"] if loss == "gold_hybrid" else [])
+    cfg = load_config(RECIPE, recipe_overrides(tiny, cache_out, *common, *teacher))
+    real_load = models.load_model
+
+    def no_teacher(mc, role, *args, **kwargs):
+        assert role != "teacher", "training from a cache loaded the teacher model"
+        return real_load(mc, role, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(models, "load_model", no_teacher)
+        record = run_training(cfg)
+    assert record["steps"] == 2
+    from_cache = step_log(cache_out)
+
+    online_out = tmp_path / "online" / "out"
+    with monkeypatch.context() as m:
+        m.setattr(trainer_mod.ObjectiveRunner, "context", online_cross_tokenizer_top_k_context(K, "tail_bucket"))
+        run_training(load_config(RECIPE, recipe_overrides(tiny, online_out, *common, "teacher.cache=null")))
+    online = step_log(online_out)
+    for key in terms:
+        assert from_cache[key] > 0
+        assert abs(from_cache[key] - online[key]) <= 1e-4 * max(1.0, abs(online[key])), (key, from_cache, online)
+    assert abs(step_log(cache_out, 2)["loss"] - step_log(online_out, 2)["loss"]) <= 1e-4 * max(1.0, online["loss"])
+    AutoModelForCausalLM.from_pretrained(cache_out)
+
+
 def test_cache_of_another_dataset_is_refused_before_training(tiny, tmp_path):
     out = tmp_path / "out"
     cfg = load_config(RECIPE, recipe_overrides(tiny, out, f"teacher.cache={tiny['other_cache']}"))
@@ -146,7 +200,9 @@ def test_cache_of_another_teacher_tokenizer_is_refused(tiny, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["onpolicy.lmbda=0.5", "onpolicy.max_new_tokens=8"], r"onpolicy.lmbda=0.5: on-policy steps need the teacher"),
     (["onpolicy.seq_kd=true", "onpolicy.max_new_tokens=8"], r"onpolicy.seq_kd=true: SeqKD samples completions"),
-    (["loss.name=gold_hybrid", "loss.weights={}"], r"training from a cache supports the same-vocabulary losses \['adaptive_kl'"),
+    (["loss.name=cdm", "loss.weights={}"], r"training from a cache supports the same-vocabulary losses \['adaptive_kl'"),
+    (["loss.name=uld", "loss.weights={}", "loss.params={variant: positional}"], r"positional ULD needs the teacher"),
+    (["loss.name=gold_hybrid", "loss.weights={}", "teacher.model="], r"vocabulary map needs the teacher's tokenizer"),
     (["loss.name=dskd", "loss.weights={}"], r"loss.name='dskd': training from a cache supports"),
     (["loss.name=ce", "loss.weights={}"], r"uses no teacher"),
 ])

@@ -71,7 +71,7 @@ def _teacher_targets(ctx: StepContext) -> torch.Tensor | None:
 
 
 @register_objective(
-    "uld", needs_teacher=True, cross_tokenizer=True, teacher_input="logits",
+    "uld", needs_teacher=True, cross_tokenizer=True, teacher_input="logits", sparse_teacher=True,
     default_weights={"ce": 1.0, "uld": 1.5}, soft_terms=("uld",),
     params={"variant": "aligned", "top_k": 256, "merge": "observed", "student_temperature": None,
             "teacher_temperature": None, "chunk_groups": 512, "skip_student_eos": True, "skip_teacher_eos": False},
@@ -131,7 +131,7 @@ def _vocab_map(ctx: StepContext) -> Any:
 
 
 @register_objective(
-    "gold_hybrid", needs_teacher=True, cross_tokenizer=True, teacher_input="logits",
+    "gold_hybrid", needs_teacher=True, cross_tokenizer=True, teacher_input="logits", sparse_teacher=True,
     default_weights={"ce": 1.0, "gold": 1.0, "gold_matched": 0.0, "gold_unmatched": 0.0},
     soft_terms=("gold", "gold_matched", "gold_unmatched"),
     params={"beta": 0.5, "matched_weight": None, "unmatched_weight": None, "merge": "observed", "top_k": None,

@@ -145,7 +145,8 @@ def gold_hybrid(
             else:
                 if teacher_targets is None:
                     raise ValueError("multi-token groups need teacher_targets")
-                tl = _sparse_target_logp(ids, kept, tail, alignment.teacher_rows, teacher_targets, teacher.policy)
+                tl = _sparse_target_logp(teacher, teacher_temperature, ids, kept, tail, alignment.teacher_rows,
+                                         teacher_targets)
                 t_scale = group_log_scale(tl, alignment.teacher_groups, G, merge)
             t_free = alignment.teacher_rows[free_flags(alignment.teacher_groups, merge)]
             n_rest = max(v_t - kept.shape[-1], 1)

@@ -64,6 +64,11 @@ class TeacherSignal:
     policy: Policy = "renormalize"
     """How a sparse signal's missing mass is treated: ``"renormalize"`` or ``"tail_bucket"``."""
 
+    target_logprobs: torch.Tensor | None = None
+    """Sparse, optional: float ``[N]`` exact log-probability (temperature 1) of the token that actually follows each
+    row, when known (a teacher cache stores it). Cross-tokenizer merges of multi-token groups then use it instead of
+    looking the token up in ``ids`` (where it may be missing)."""
+
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"TeacherSignal.policy={self.policy!r} is not one of {POLICIES}")
@@ -91,6 +96,9 @@ class TeacherSignal:
                 f"TeacherSignal.tail_logmass must be [N]={tuple(self.ids.shape[:1])}, "
                 f"got {tuple(self.tail_logmass.shape)}"
             )
+        if self.target_logprobs is not None and self.target_logprobs.shape != self.ids.shape[:1]:
+            raise ValueError(f"TeacherSignal.target_logprobs must be [N]={tuple(self.ids.shape[:1])}, "
+                             f"got {tuple(self.target_logprobs.shape)}")
         if self.ids.numel() and int(self.ids.min()) < 0:
             raise ValueError(f"TeacherSignal.ids contains a negative id ({int(self.ids.min())})")
 
@@ -150,7 +158,14 @@ class TeacherSignal:
         """Rows ``index`` (int64 ``[M]`` or bool ``[N]``) of the signal, same policy."""
         if self.logits is not None:
             return replace(self, logits=self.logits[index])
-        return replace(self, ids=self.ids[index], logprobs=self.logprobs[index], tail_logmass=self.tail_logmass[index])
+        return replace(self, ids=self.ids[index], logprobs=self.logprobs[index], tail_logmass=self.tail_logmass[index],
+                       target_logprobs=None if self.target_logprobs is None else self.target_logprobs[index])
+
+    def to(self, device: torch.device | str) -> TeacherSignal:
+        """The same signal with every tensor on ``device``."""
+        return replace(self, **{f: getattr(self, f).to(device) for f in
+                                ("logits", "ids", "logprobs", "tail_logmass", "target_logprobs")
+                                if getattr(self, f) is not None})
 
     def tempered_sparse(self, temperature: float, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Kept log-probs ``[N, k]`` and tail log-mass ``[N]`` at distillation temperature ``temperature`` (fp32).

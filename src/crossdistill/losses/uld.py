@@ -30,7 +30,8 @@ A sparse :class:`~crossdistill.losses.signal.TeacherSignal` gives the teacher's 
 policy ``"tail_bucket"`` and 0 under ``"renormalize"`` (kept entries renormalized). ``top_k=None`` then means "the
 signal's k". The probability of an actual teacher token outside the signal's ids, needed to merge multi-token groups,
 is the floor 1e-8 under ``renormalize`` and the upper bound min(tail mass, smallest kept probability) under
-``tail_bucket``.
+``tail_bucket`` — unless the signal carries ``target_logprobs`` (a teacher cache stores the exact value), which
+``tail_bucket`` at temperature 1 uses.
 """
 
 from __future__ import annotations
@@ -248,7 +249,13 @@ def _sparse_parts(signal: TeacherSignal, temperature: float, vocab_size: int | N
     return ids, kept, tail
 
 
-def _sparse_target_logp(ids, kept, tail, rows, targets, policy) -> torch.Tensor:
+def _sparse_target_logp(signal: TeacherSignal, temperature: float, ids, kept, tail, rows, targets) -> torch.Tensor:
+    """Teacher log-prob of the actual token at each of ``rows`` (for merging multi-token groups)."""
+    if signal.target_logprobs is not None and signal.policy == "tail_bucket" and temperature == 1.0:
+        # Exact (stored by the cache); under "renormalize" the kept entries are rescaled, so the lookup below is
+        # the consistent value there.
+        return signal.target_logprobs[rows].to(kept.dtype)
+    policy = signal.policy
     y = targets[rows]
     hit = ids[rows] == y[:, None]
     found = (kept[rows] * hit).sum(-1)  # exactly one hit or none
@@ -339,7 +346,8 @@ def uld_from_alignment(
             else:
                 if teacher_targets is None:
                     raise ValueError("multi-token groups need teacher_targets")
-                tl = _sparse_target_logp(ids, kept, tail, alignment.teacher_rows, teacher_targets, teacher.policy)
+                tl = _sparse_target_logp(teacher, teacher_temperature, ids, kept, tail, alignment.teacher_rows,
+                                         teacher_targets)
                 t_scale = group_log_scale(tl, alignment.teacher_groups, G, merge)
             t_rows = alignment.teacher_rows[t_free]
             # Teacher top-k probabilities and tail (scaled by the merge), for all groups at once.

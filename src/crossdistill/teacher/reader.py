@@ -101,7 +101,8 @@ def to_signal(examples: Sequence[CachedExample], policy: str = "renormalize", k:
         ids, logprobs = ids[:, :k], logprobs[:, :k]
     elif k is not None and k > ids.shape[1]:
         raise CacheError(f"requested k = {k} but the cache holds only k = {ids.shape[1]}; rebuild it with a larger k")
-    return TeacherSignal(ids=ids.contiguous(), logprobs=logprobs.contiguous(), tail_logmass=tail, policy=policy)
+    return TeacherSignal(ids=ids.contiguous(), logprobs=logprobs.contiguous(), tail_logmass=tail, policy=policy,
+                         target_logprobs=torch.cat([e.token_logprob for e in examples]).float())
 
 
 class CacheReader:

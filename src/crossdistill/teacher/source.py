@@ -1,6 +1,7 @@
 """A cache as the trainer's teacher: check once before training, then one sparse ``TeacherSignal`` per batch.
 
-Wiring into a trainer (same tokenizer; objectives that accept ``StepContext.teacher_signal``)::
+Wiring into a trainer (same tokenizer; objectives that accept ``StepContext.teacher_signal``; a student with another
+tokenizer uses :meth:`CachedTeacher.cross_tokenizer` instead)::
 
     teacher = CachedTeacher(cfg_path, examples=train_examples, student_tokenizer=student_tok,
                             policy="tail_bucket")                       # refuses a mismatched cache up front
@@ -14,12 +15,27 @@ out an eval split from the same file passes the original indices.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from crossdistill.teacher.reader import CacheReader
+from crossdistill.teacher.reader import CacheReader, to_signal
+
+
+@dataclass
+class CrossTokenizerTeacher:
+    """What a cross-tokenizer objective reads from a cache for one batch (see :meth:`CachedTeacher.cross_tokenizer`)."""
+
+    signal: Any
+    """Sparse ``TeacherSignal`` over the teacher rows (with the exact log-prob of each actual teacher token)."""
+    targets: torch.Tensor
+    """``[B, 1 + n_max]`` teacher token predicted by each row (``-100`` off the grid)."""
+    mask: torch.Tensor
+    """``[B, 1 + n_max]`` bool, the rows that exist."""
+    alignment: Any
+    """:class:`~crossdistill.align.spans.BatchAlignment` of the student's target rows with these rows."""
 
 
 class CachedTeacher:
@@ -47,6 +63,11 @@ class CachedTeacher:
     def manifest(self):
         return self.reader.manifest
 
+    @property
+    def vocab_size(self) -> int | None:
+        """The teacher's vocabulary size recorded when the cache was written."""
+        return self.reader.manifest.extra.get("vocab_size")
+
     def signal(self, example_index: torch.Tensor | Sequence[int], targets: torch.Tensor, mask: torch.Tensor) -> Any:
         """``TeacherSignal`` for the ``mask.sum()`` target positions of a batch, in row-major ``mask.nonzero()``
         order. ``targets``/``mask`` come from :func:`crossdistill.positions.shift_targets` of the batch labels; the
@@ -56,9 +77,41 @@ class CachedTeacher:
             raise ValueError(f"{len(index)} example indices for a batch of {mask.shape[0]} rows")
         per_row = [targets[b][mask[b]].cpu() for b in range(mask.shape[0])]
         signal = self.reader.signal_for(index, policy=self.policy, k=self.k, targets=per_row, estimate=self.estimate)
-        if signal.ids.device != mask.device:
-            from crossdistill.losses.signal import TeacherSignal
+        return signal.to(mask.device)
 
-            signal = TeacherSignal(ids=signal.ids.to(mask.device), logprobs=signal.logprobs.to(mask.device),
-                                   tail_logmass=signal.tail_logmass.to(mask.device), policy=signal.policy)
-        return signal
+    def cross_tokenizer(self, example_index: torch.Tensor | Sequence[int], student_batch: dict[str, torch.Tensor],
+                        student_mask: torch.Tensor) -> CrossTokenizerTeacher:
+        """The cached teacher of a batch of ANOTHER tokenizer, aligned to the student by character spans.
+
+        The cache holds, per completion token of the teacher's own rendering, its character span in the completion
+        text: exactly what :class:`~crossdistill.align.spans.BatchAlignment` needs from the teacher side. The teacher
+        rows are laid out as a ``[B, 1 + n_max]`` target grid (row c of example b predicts its completion token c), so
+        the signal's rows are in that grid's ``mask.nonzero()`` order.
+
+        Args:
+            example_index: ``[B]`` dataset indices of the batch (the cache's order).
+            student_batch: the collated student batch (``spans``, ``completion_start``, ``num_completion``).
+            student_mask: ``[B, T_s]`` target mask from ``shift_targets`` of the student labels.
+        """
+        from crossdistill.align.spans import BatchAlignment
+        from crossdistill.positions import IGNORE_INDEX
+
+        index = [int(i) for i in (example_index.tolist() if torch.is_tensor(example_index) else example_index)]
+        if len(index) != student_mask.shape[0]:
+            raise ValueError(f"{len(index)} example indices for a batch of {student_mask.shape[0]} rows")
+        examples = [self.reader.example(i) for i in index]
+        counts = [int(e.token_ids.numel()) for e in examples]
+        dev = student_mask.device
+        t_mask = torch.zeros(len(index), 1 + max(counts, default=0), dtype=torch.bool)
+        t_targets = torch.full(t_mask.shape, IGNORE_INDEX, dtype=torch.long)
+        for b, (e, n) in enumerate(zip(examples, counts)):
+            t_mask[b, :n] = True
+            t_targets[b, :n] = e.token_ids
+        n_s = student_batch["num_completion"].tolist()
+        s_spans = student_batch["spans"].cpu().numpy()
+        alignment = BatchAlignment.build([s_spans[b, : n_s[b]] for b in range(len(index))],
+                                         [e.spans.numpy() for e in examples],
+                                         student_batch["completion_start"].tolist(), [1] * len(index),
+                                         student_mask, t_mask)
+        signal = to_signal(examples, policy=self.policy, k=self.k, estimate=self.estimate)
+        return CrossTokenizerTeacher(signal.to(dev), t_targets.to(dev), t_mask.to(dev), alignment.to(dev))

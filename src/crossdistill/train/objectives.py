@@ -156,6 +156,10 @@ class ObjectiveSpec:
     (the :func:`crossdistill.losses.objective.combine_terms` default). Objectives NEVER apply T² themselves."""
     description: str = ""
     """One line shown in ``--help`` and errors."""
+    sparse_teacher: bool = False
+    """Cross-tokenizer objectives only: also works from a sparse ``teacher_signal`` (top-k + tail, with
+    ``teacher_targets``/``teacher_mask``/``alignment``) instead of ``teacher_logits``, so it can train from a teacher
+    cache. Same-vocabulary divergences read a cache through ``teacher_signal`` regardless."""
 
 
 OBJECTIVES: dict[str, ObjectiveSpec] = {}
@@ -171,7 +175,7 @@ BUILTIN_MODULES = (
 def register_objective(name: str, *, needs_teacher: bool, cross_tokenizer: bool = False,
                        teacher_input: TeacherInput = "hidden", default_weights: dict[str, float],
                        params: dict[str, Any] | None = None, soft_terms: tuple[str, ...] | None = None,
-                       description: str = "") -> Callable[[ObjectiveFn], ObjectiveFn]:
+                       description: str = "", sparse_teacher: bool = False) -> Callable[[ObjectiveFn], ObjectiveFn]:
     """Decorator registering ``fn`` under ``name``. Re-registering the same name with another function raises."""
 
     def wrap(fn: ObjectiveFn) -> ObjectiveFn:
@@ -180,7 +184,8 @@ def register_objective(name: str, *, needs_teacher: bool, cross_tokenizer: bool 
             raise ValueError(f"objective {name!r} is already registered by {old.fn.__module__}.{old.fn.__qualname__}")
         OBJECTIVES[name] = ObjectiveSpec(name, fn, needs_teacher, cross_tokenizer, teacher_input,
                                          dict(default_weights), dict(params or {}),
-                                         None if soft_terms is None else tuple(soft_terms), description)
+                                         None if soft_terms is None else tuple(soft_terms), description,
+                                         sparse_teacher)
         return fn
 
     return wrap

@@ -79,8 +79,8 @@ def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
     """Tokenizers, pair checks and rendered data; no model weights."""
     spec = get_objective(cfg.loss.name)
     student_tok = models.load_tokenizer(cfg.student, "student")
-    teacher_tok = models.load_tokenizer(cfg.teacher, "teacher") if cfg.teacher is not None and cfg.teacher.model \
-        else None
+    teacher_tok = models.load_tokenizer(cfg.teacher, "teacher") if cfg.teacher is not None and (
+        cfg.teacher.model or cfg.teacher.tokenizer) else None
     separate = check_pair(cfg, spec, student_tok, teacher_tok)
     cache_path = cfg.teacher.cache if cfg.teacher is not None else None
     separate = separate and cache_path is None  # no teacher forward: the cache holds the teacher's rendering
@@ -103,7 +103,9 @@ def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
 
         # ALL loaded examples: the cache's fingerprint covers the whole file and the train split is its prefix, so
         # RenderedDataset indices are cache indices. Raises ManifestMismatchError for another dataset / tokenizer.
-        cached = CachedTeacher(cache_path, examples=examples, student_tokenizer=student_tok,
+        # Cross-tokenizer objectives align by the cached character spans, so any student tokenizer goes.
+        cached = CachedTeacher(cache_path, examples=examples,
+                               student_tokenizer=None if spec.cross_tokenizer else student_tok,
                                teacher_tokenizer=teacher_tok, policy=cfg.teacher.missing_mass)
     t_tok = teacher_tok if separate else None
     train = RenderedDataset(train_ex, student_tok, t_tok, cfg.data.max_length, "data.train", progress)

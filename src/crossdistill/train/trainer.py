@@ -136,8 +136,13 @@ class ObjectiveRunner:
                           extras=self.extras)
         if not self.spec.needs_teacher:
             return ctx
-        if self.cached is not None:  # config validation admitted only objectives that read teacher_signal
-            ctx.teacher_signal = self.cached.signal(inputs["example_index"], targets, mask)
+        if self.cached is not None:  # config validation admitted only objectives that read a sparse teacher
+            if self.spec.cross_tokenizer:
+                xt = self.cached.cross_tokenizer(inputs["example_index"], inputs, mask)
+                ctx.teacher_signal, ctx.teacher_targets, ctx.teacher_mask = xt.signal, xt.targets, xt.mask
+                ctx.alignment, ctx.teacher_vocab_size = xt.alignment, self.cached.vocab_size
+            else:
+                ctx.teacher_signal = self.cached.signal(inputs["example_index"], targets, mask)
             return ctx
         tb = split_teacher(inputs)
         src = tb if tb is not None else inputs
