@@ -227,7 +227,7 @@ def main() -> None:
         wide = save_model("llama", tok, tmp / "teacher-wide", hidden=576, layers=4, seed=1)
         student = save_model("llama", tok, tmp / "student", hidden=32, seed=2)
         data = write_dataset(tmp / "data.jsonl", 32 if args.quick else 128)
-        print(f"## 3. End-to-end `crossdistill cache` on the tiny teacher (hidden 48, 2 layers, V = 300)\n")
+        print("## 3. End-to-end `crossdistill cache` on the tiny teacher (hidden 48, 2 layers, V = 300)\n")
         text, _ = bench_build(tmp, teacher, data)
         print(text, "\n")
         print("## 4. Training-step throughput: cache vs online teacher (tiny recipe: student hidden 32, batch 8)\n")

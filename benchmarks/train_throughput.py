@@ -13,6 +13,7 @@ warm-up and is not timed. Prints one markdown table.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import statistics
@@ -146,12 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from crossdistill.train.tiny_assets import build
 
-    try:
-        import trl  # noqa: F401
-
-        have_trl = True
-    except ImportError:
-        have_trl = False
+    have_trl = importlib.util.find_spec("trl") is not None
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

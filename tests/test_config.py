@@ -42,7 +42,7 @@ def test_every_field_has_a_docstring():
     import ast
     import inspect
 
-    import crossdistill.config as mod
+    import crossdistill.config.schema as mod
 
     tree = ast.parse(inspect.getsource(mod))
     for node in tree.body:

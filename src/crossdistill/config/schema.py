@@ -1,0 +1,233 @@
+"""The run configuration's dataclasses, one docstring per field (the documentation users read in ``--help`` and
+errors), and :class:`ConfigError`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot work; the message names the field, the value and the fix."""
+
+
+@dataclass
+class LoraConfig:
+    """Optional LoRA adapters on the student (PEFT)."""
+
+    enabled: bool = False
+    """Train LoRA adapters instead of all student weights; the saved student has the adapters merged in."""
+    r: int = 8
+    """LoRA rank."""
+    alpha: int = 16
+    """LoRA scaling numerator (``lora_alpha``)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | str = "all-linear"
+    """Module names to adapt, or ``"all-linear"``."""
+
+
+@dataclass
+class ModelConfig:
+    """One model: where it comes from and how it is placed."""
+
+    model: str = ""
+    """Hub id, local directory, or path to a ``.gguf`` file (converted once and cached by sha256)."""
+    tokenizer: str | None = None
+    """Tokenizer location when it differs from ``model`` (required for a GGUF file without a tokenizer dir)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype after loading."""
+    device: str | None = None
+    """Device for this model (``cpu``, ``cuda:0`` ...). ``None``: the student follows accelerate, the teacher sits
+    on the student's device."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) for a Hub id."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA settings (student only)."""
+
+
+@dataclass
+class TeacherConfig(ModelConfig):
+    """The frozen teacher: a model, or an offline top-k cache of its outputs (``crossdistill cache``)."""
+
+    cache: str | None = None
+    """Directory of a teacher cache written by ``crossdistill cache``. When set, training reads the sparse teacher
+    signal from it and NEVER loads the teacher model; ``model`` becomes optional (when given, only its tokenizer
+    loads, to check it is the one the cache was made with). Same-vocabulary objectives only (``forward_kl``, ``jsd``
+    ...) and off-policy only (no ``onpolicy.lmbda`` / ``seq_kd``): see docs/cache.md."""
+    missing_mass: Literal["renormalize", "tail_bucket"] = "renormalize"
+    """With ``cache``: what the loss does with the teacher mass outside the cached top-k ids — ``renormalize`` them
+    to sum to 1, or keep the rest as one extra ``tail_bucket`` (design.md contract 4)."""
+
+
+@dataclass
+class DataConfig:
+    """Training and evaluation examples."""
+
+    train: str = ""
+    """jsonl / parquet file or ``datasets`` directory (``save_to_disk``) of examples: ``messages``,
+    ``prompt``+``completion``, or ``text``; or a directory written by ``crossdistill generate`` (hard labels)."""
+    eval: str | None = None
+    """Held-out examples in the same formats; ``None`` holds out ``eval_fraction`` of ``train``."""
+    eval_fraction: float = 0.1
+    """Fraction of ``train`` held out when ``eval`` is not given (at least one example)."""
+    format: Literal["auto", "messages", "prompt_completion", "text"] = "auto"
+    """Example format; ``auto`` detects it from the keys of the first example."""
+    max_length: int = 512
+    """Maximum tokens per rendered example (prompt + completion) for each model; longer ones are truncated from
+    the end of the completion, with a warning."""
+    max_examples: int | None = None
+    """Use only the first N training examples."""
+
+
+@dataclass
+class LossConfig:
+    """The training objective (a name in :mod:`crossdistill.train.objectives`)."""
+
+    name: str = "ce"
+    """Registered objective: ``ce`` (sft / hard-label), ``forward_kl``, ``reverse_kl``, ``jsd``, ``skew_kl``,
+    ``skew_reverse_kl``, ``tvd``, ``adaptive_kl`` (same tokenizer), or a cross-tokenizer one (``uld``,
+    ``gold_hybrid`` ...)."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """Term name -> weight, overriding the objective's defaults (e.g. ``{ce: 0.5, kd: 0.5}``)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Objective-specific parameters (e.g. ``{beta: 0.5}`` for ``jsd``); only names the objective declares."""
+    temperature: float = 1.0
+    """Distillation temperature for soft targets (NOT the sampling temperature, see ``onpolicy.temperature``)."""
+    t2_scale: bool = True
+    """Multiply soft-target terms by ``temperature**2``."""
+    chunk_tokens: int = 1024
+    """Target tokens per chunk when computing logits from hidden states (bounds memory)."""
+
+
+@dataclass
+class OnPolicyConfig:
+    """Generated completions: GKD on-policy mixing (student samples) and SeqKD (teacher samples)."""
+
+    lmbda: float = 0.0
+    """Probability that an optimizer step uses student-sampled completions (GKD λ, student-data fraction)."""
+    seq_kd: bool = False
+    """Off-policy steps use completions sampled by the teacher instead of the dataset's."""
+    max_new_tokens: int | None = None
+    """Length of generated completions; required when ``lmbda > 0`` or ``seq_kd``."""
+    temperature: float = 1.0
+    """SAMPLING temperature for generation (the distillation temperature is ``loss.temperature``)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold."""
+    top_k: int = 0
+    """Top-k sampling (0 = off)."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """Generation engine: HF ``generate``, or vLLM when installed (GPU)."""
+
+
+@dataclass
+class GenerateConfig:
+    """``crossdistill generate``: teacher generations for hard-label training."""
+
+    output: str = ""
+    """Output directory (``examples.jsonl`` + ``manifest.json``)."""
+    max_new_tokens: int = 128
+    """Tokens generated per prompt."""
+    temperature: float = 0.0
+    """Sampling temperature; 0 is greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold."""
+    batch_size: int = 8
+    """Prompts per generate call."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimization, logging and checkpoints (mapped onto ``transformers.TrainingArguments``)."""
+
+    output_dir: str = "outputs/run"
+    """Directory for checkpoints, TensorBoard logs, the resolved config and the final student."""
+    seed: int = 0
+    """Seed for data order, initialization of LoRA, and the per-step on-policy decision."""
+    max_steps: int = -1
+    """Optimizer steps; -1 trains ``num_epochs`` epochs."""
+    num_epochs: float = 1.0
+    """Epochs when ``max_steps`` is -1."""
+    per_device_batch_size: int = 8
+    """Examples per micro-batch per process."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    learning_rate: float = 5e-5
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_ratio: float = 0.0
+    """Fraction of steps of linear warm-up."""
+    lr_scheduler: str = "linear"
+    """transformers scheduler name (``linear``, ``cosine``, ``constant`` ...)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    optim: str = "adamw_torch"
+    """transformers optimizer name."""
+    logging_steps: int = 1
+    """Log every N optimizer steps."""
+    eval_steps: int | None = None
+    """Evaluate every N steps (``None``: only at the end)."""
+    save_steps: int | None = None
+    """Checkpoint every N steps (``None``: no intermediate checkpoints)."""
+    save_total_limit: int | None = 2
+    """Keep at most N checkpoints."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Logging integrations (``tensorboard``, ``wandb`` when installed, or ``[]``)."""
+    runs_file: str | None = None
+    """Where the run record is appended; ``None``: ``runs.jsonl`` next to ``output_dir`` (its parent directory)."""
+    dataloader_workers: int = 0
+    """DataLoader worker processes."""
+    progress_bar: bool = True
+    """Show tqdm progress bars."""
+    log_lines: bool = False
+    """Print every training log as a line under the progress bar (the Transformers default). Off: the latest loss
+    terms show in the bar's postfix; ``trainer_state.json`` and ``report_to`` get every value either way."""
+
+
+@dataclass
+class DistillConfig:
+    """A whole run: student, optional teacher, data, objective, generation and training settings."""
+
+    student: ModelConfig = field(default_factory=ModelConfig)
+    """The model being trained."""
+    teacher: TeacherConfig | None = None
+    """The frozen teacher (a model and/or a cache); ``None`` for sft / hard-label training."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Examples."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Objective."""
+    onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
+    """On-policy mixing and SeqKD."""
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    """Teacher generation (``crossdistill generate``)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimization and logging."""
+    method: str | None = None
+    """Free label recorded in ``runs.jsonl`` (default: derived from mode and loss)."""
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Settings of ``crossdistill cache`` (``output``, ``k``, ...; :class:`crossdistill.teacher.config.CacheConfig`,
+    checked by that command) so one recipe can build a cache and then train from it; training ignores them and reads
+    ``teacher.cache``."""
+
+    @property
+    def mode(self) -> str:
+        """``sft`` | ``hard_label`` | ``soft`` | ``on_policy`` | ``seq_kd`` (derived, for records and logs)."""
+        if self.onpolicy.lmbda > 0:
+            return "on_policy"
+        if self.onpolicy.seq_kd:
+            return "seq_kd"
+        if self.loss.name != "ce":
+            return "soft"
+        if self.data.train and (Path(self.data.train) / "manifest.json").exists():
+            return "hard_label"
+        return "sft"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
