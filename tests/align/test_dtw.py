@@ -14,18 +14,9 @@ from crossdistill.align.dtw import (
     pairwise_edit_distance,
     weighted_dtw,
 )
+from crossdistill.testing.reference import levenshtein as ref_levenshtein
 
 ALPHABET = "abcde ▁Ġé日🙂"
-
-
-def ref_levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
-        prev = cur
-    return prev[-1]
 
 
 def ref_dtw(cost):

@@ -12,16 +12,7 @@ import torch
 from crossdistill.align.dynamic_map import DynamicVocabMap
 from crossdistill.losses.cdm import CDMConfig, cdm_terms, dtw_groups, entropy_weights
 from crossdistill.losses.signal import TeacherSignal
-
-
-def lev(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
-        prev = cur
-    return prev[-1]
+from crossdistill.testing.reference import levenshtein as lev
 
 
 def ref_dtw_path(cost):

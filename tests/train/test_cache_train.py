@@ -64,6 +64,19 @@ def step_log(out: Path, step: int = 1) -> dict:
     return next(h for h in history if h.get("step") == step and "loss" in h)
 
 
+def train_without_teacher_model(cfg, monkeypatch) -> dict:
+    """``run_training(cfg)``, failing if anything loads the teacher model (a cache must replace it)."""
+    real_load = models.load_model
+
+    def no_teacher(mc, role, *args, **kwargs):
+        assert role != "teacher", "training from a cache loaded the teacher model"
+        return real_load(mc, role, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(models, "load_model", no_teacher)
+        return run_training(cfg)
+
+
 def online_top_k_context(k: int, policy: str):
     """``ObjectiveRunner.context`` of the online teacher with its distribution cut to its top-k (exact tail)."""
     original = trainer_mod.ObjectiveRunner.context
@@ -85,15 +98,7 @@ def test_train_from_cache_matches_online_top_k(tiny, tmp_path, monkeypatch, poli
     cache_out = tmp_path / "cache" / "out"
     cfg = load_config(RECIPE, recipe_overrides(tiny, cache_out, *common, "teacher.model="))
     assert cfg.teacher.model == "" and cfg.teacher.cache == str(tiny["cache"])
-    real_load = models.load_model
-
-    def no_teacher(mc, role, *args, **kwargs):
-        assert role != "teacher", "training from a cache loaded the teacher model"
-        return real_load(mc, role, *args, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(models, "load_model", no_teacher)
-        record = run_training(cfg)
+    record = train_without_teacher_model(cfg, monkeypatch)
     assert record["steps"] == 2 and record["teacher_loss"] is None  # teacher eval loss: skipped from a cache
     from_cache = step_log(cache_out)
 
@@ -151,15 +156,7 @@ def test_cross_tokenizer_student_from_cache_matches_online_top_k(tiny, tmp_path,
     # uld needs no teacher tokenizer at all; gold_hybrid's vocabulary map needs one (teacher.tokenizer, no model).
     teacher = ["teacher.model="] + ([f"teacher.tokenizer={tiny['teacher']}"] if loss == "gold_hybrid" else [])
     cfg = load_config(RECIPE, recipe_overrides(tiny, cache_out, *common, *teacher))
-    real_load = models.load_model
-
-    def no_teacher(mc, role, *args, **kwargs):
-        assert role != "teacher", "training from a cache loaded the teacher model"
-        return real_load(mc, role, *args, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(models, "load_model", no_teacher)
-        record = run_training(cfg)
+    record = train_without_teacher_model(cfg, monkeypatch)
     assert record["steps"] == 2
     from_cache = step_log(cache_out)
 

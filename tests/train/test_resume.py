@@ -7,25 +7,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from crossdistill.config import load_config
+from crossdistill.testing.faults import Crash, CrashAt
 from crossdistill.train.run import last_complete_checkpoint, run_training
-
-
-class Crash(RuntimeError):
-    pass
-
-
-class CrashAt(TrainerCallback):
-    """Simulates a killed job: raises at the end of optimizer step ``step`` (after that step's checkpoint, if any)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise Crash(f"simulated kill at step {self.step}")
 
 
 def weights(path):

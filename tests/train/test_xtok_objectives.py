@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 import crossdistill.train.xtok_objectives as xo
 from crossdistill.config import load_config
 from crossdistill.data.dataset import DistillCollator
+from crossdistill.testing.faults import Crash, CrashAt
 from crossdistill.train import models
 from crossdistill.train.objectives import get_objective
 from crossdistill.train.run import batch_loss, last_complete_checkpoint, prepare, run_training
@@ -38,21 +39,6 @@ def test_logit_objectives_train_through_the_trainer(tmp_path, overrides, loss):
     after = batch_loss(p, AutoModelForCausalLM.from_pretrained(cfg.train.output_dir), teacher, [0, 1, 2, 3])
     assert math.isfinite(before) and after < before
     assert record["steps"] == 2
-
-
-class Crash(RuntimeError):
-    pass
-
-
-class CrashAt(TrainerCallback):
-    """A killed job: raises at the end of optimizer step ``step`` (after that step's checkpoint, if any)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise Crash(f"simulated kill at step {self.step}")
 
 
 class GroupProbe(TrainerCallback):
