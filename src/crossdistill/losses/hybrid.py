@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from crossdistill.align.merge import MergeStrategy, check_strategy, free_flags, group_log_scale
+from crossdistill.align.merge import MergeStrategy, check_strategy, free_flags
 from crossdistill.align.spans import BatchAlignment
 from crossdistill.align.vocab_map import VocabMap
 from crossdistill.losses.divergences import generalized_jsd
 from crossdistill.losses.signal import LOG_ZERO, TeacherSignal
-from crossdistill.losses.uld import _prepare_dense, _sparse_parts, _sparse_target_logp, sorted_l1_full, sorted_l1_topk
+from crossdistill.losses.uld import _prepare_dense, _sparse_group_scale, _sparse_parts, sorted_l1_full, sorted_l1_topk
 
 
 @dataclass
@@ -140,14 +140,8 @@ def gold_hybrid(
     with torch.no_grad():
         if sparse:
             ids, kept, tail = _sparse_parts(teacher, teacher_temperature, v_t)
-            if G == alignment.teacher_rows.numel():
-                t_scale = torch.zeros(G, device=kept.device, dtype=kept.dtype)
-            else:
-                if teacher_targets is None:
-                    raise ValueError("multi-token groups need teacher_targets")
-                tl = _sparse_target_logp(teacher, teacher_temperature, ids, kept, tail, alignment.teacher_rows,
-                                         teacher_targets)
-                t_scale = group_log_scale(tl, alignment.teacher_groups, G, merge)
+            t_scale = _sparse_group_scale(teacher, teacher_temperature, ids, kept, tail, alignment, teacher_targets,
+                                          merge)
             t_free = alignment.teacher_rows[free_flags(alignment.teacher_groups, merge)]
             n_rest = max(v_t - kept.shape[-1], 1)
             fill = (tail - float(np.log(n_rest))).clamp(min=LOG_ZERO)

@@ -266,6 +266,18 @@ def _sparse_target_logp(signal: TeacherSignal, temperature: float, ids, kept, ta
     return torch.where(hit.any(-1), found, missing)
 
 
+def _sparse_group_scale(signal: TeacherSignal, temperature: float, ids, kept, tail, alignment: BatchAlignment,
+                        targets: torch.Tensor | None, merge: MergeStrategy) -> torch.Tensor:
+    """``[G]`` log of each group's merge factor on the teacher side of a sparse signal (0 for one-token groups)."""
+    G = alignment.num_groups
+    if G == alignment.teacher_rows.numel():
+        return torch.zeros(G, device=kept.device, dtype=kept.dtype)
+    if targets is None:
+        raise ValueError("multi-token groups need teacher_targets")
+    tl = _sparse_target_logp(signal, temperature, ids, kept, tail, alignment.teacher_rows, targets)
+    return group_log_scale(tl, alignment.teacher_groups, G, merge)
+
+
 # -------------------------------------------------------------------------------------------------------- losses
 
 
@@ -341,14 +353,8 @@ def uld_from_alignment(
         if isinstance(teacher, TeacherSignal):
             ids, kept, tail = _sparse_parts(teacher, teacher_temperature, teacher_vocab_size)
             t_free = free_flags(alignment.teacher_groups, merge)
-            if G == alignment.teacher_rows.numel():
-                t_scale = torch.zeros(G, device=kept.device)
-            else:
-                if teacher_targets is None:
-                    raise ValueError("multi-token groups need teacher_targets")
-                tl = _sparse_target_logp(teacher, teacher_temperature, ids, kept, tail, alignment.teacher_rows,
-                                         teacher_targets)
-                t_scale = group_log_scale(tl, alignment.teacher_groups, G, merge)
+            t_scale = _sparse_group_scale(teacher, teacher_temperature, ids, kept, tail, alignment, teacher_targets,
+                                          merge)
             t_rows = alignment.teacher_rows[t_free]
             # Teacher top-k probabilities and tail (scaled by the merge), for all groups at once.
             t_top = (kept[t_rows, :k] + t_scale[:, None]).exp()
