@@ -58,14 +58,15 @@ def model_paths(tiny_dir, tokenizer_paths):
 
     * ``teacher_bpe``  Llama-style, byte-level BPE, hidden 48, 2 layers
     * ``student_bpe``  Qwen2-style, same tokenizer (same-vocabulary pair with the teacher above), hidden 32
-    * ``student_unigram`` Qwen2-style with the SentencePiece-style tokenizer (cross-tokenizer pair), hidden 32
+    * ``student_unigram`` Mistral-style (tied embeddings) with the SentencePiece-style tokenizer (cross-tokenizer
+      pair), hidden 32; not Qwen2: transformers 5 would load its tokenizer as a byte-level Qwen2Tokenizer
     * ``student_wordpiece`` GPT-2-style with the WordPiece tokenizer, hidden 32
     * ``teacher_bpe_padded`` the teacher with 7 padding rows in its head (contract 5)
     """
     return {
         "teacher_bpe": save_model("llama", tokenizer_paths["bpe"], tiny_dir / "teacher_bpe", hidden=48, seed=1),
         "student_bpe": save_model("qwen2", tokenizer_paths["bpe"], tiny_dir / "student_bpe", hidden=32, seed=2),
-        "student_unigram": save_model("qwen2", tokenizer_paths["unigram"], tiny_dir / "student_unigram", seed=3),
+        "student_unigram": save_model("mistral", tokenizer_paths["unigram"], tiny_dir / "student_unigram", seed=3),
         "student_wordpiece": save_model("gpt2", tokenizer_paths["wordpiece"], tiny_dir / "student_wordpiece", seed=4),
         "teacher_bpe_padded": save_model("llama", tokenizer_paths["bpe"], tiny_dir / "teacher_bpe_padded",
                                          hidden=48, seed=1, vocab_pad=7),

@@ -140,3 +140,25 @@ def test_spans_partition_random_text(tokenizers, kind, text):
     assert r.covered == len(text)
     if kind == "bpe" and text:
         assert tokenizers[kind].decode(r.input_ids[r.completion_start:-1]) == text
+
+
+def test_lost_characters_finds_text_no_token_covers():
+    from crossdistill.data.render import lost_characters
+
+    text = "ab 日本\u200d x\u0301!"
+    # every visible character covered (a gap over the space, ZWJ and combining mark is fine)
+    assert lost_characters(text, [(0, 2), (3, 4), (4, 5), (7, 8), (9, 10)]) == []
+    # "本" and "!" dropped; zero-width and negative offsets cover nothing
+    assert lost_characters(text, [(0, 2), (3, 4), (4, 4), (7, 8)]) == ["本", "!"]
+    assert lost_characters("xyz", []) == ["x", "y", "z"]
+
+
+@pytest.mark.parametrize("family", ["bpe", "unigram", "wordpiece"])
+def test_every_tiny_tokenizer_keeps_the_probe_text(tokenizer_paths, family):
+    from transformers import AutoTokenizer
+
+    from crossdistill.data.render import PROBE_TEXT, lost_characters
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_paths[family])
+    enc = tok(PROBE_TEXT, add_special_tokens=False, return_offsets_mapping=True)
+    assert lost_characters(PROBE_TEXT, [tuple(o) for o in enc["offset_mapping"]]) == []

@@ -67,6 +67,23 @@ def test_missing_teacher_tokenizer(tmp_path, overrides, model_paths):
     assert prepare(fixed, progress=False).teacher_tok is not None
 
 
+def test_tokenizer_that_drops_text_is_refused(tmp_path, overrides, model_paths, tokenizer_paths):
+    """A Unigram vocabulary saved under a Qwen2 config: transformers 5 loads it as a byte-level Qwen2Tokenizer that
+    silently drops every character it cannot byte-encode. Refused before any weights load, with the fix named."""
+    qwen = tmp_path / "student-qwen2-unigram"
+    shutil.copytree(model_paths["student_unigram"], qwen)
+    config = json.loads((qwen / "config.json").read_text())
+    config.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"])
+    (qwen / "config.json").write_text(json.dumps(config))
+    cfg = cfg_of(overrides, tmp_path, "loss.name=uld", f"student.model={qwen}")
+    with pytest.raises(ConfigError, match=r"student.model='.*student-qwen2-unigram' loads as Qwen2Tokenizer, which "
+                                          r"drops characters of plain text.*set student.tokenizer"):
+        prepare(cfg, progress=False)
+    fixed = cfg_of(overrides, tmp_path, "loss.name=uld", f"student.model={qwen}",
+                   f"student.tokenizer={tokenizer_paths['unigram']}")
+    assert type(prepare(fixed, progress=False).student_tok).__name__ == "TokenizersBackend"
+
+
 def _data(tmp_path, rows, name="data.jsonl"):
     path = tmp_path / name
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

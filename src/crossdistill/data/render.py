@@ -59,6 +59,8 @@ normalizer still point into the original text). We turn them into a partition of
 
 from __future__ import annotations
 
+import unicodedata
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +165,29 @@ def partition_spans(raw: Sequence[tuple[int, int]], length: int) -> list[tuple[i
         spans.append((prev, e))
         prev = e
     return spans
+
+
+# Characters every tokenizer must account for (letters, numbers, punctuation, symbols). Whitespace, control/format
+# characters and combining marks may legitimately vanish in a normalizer (WordPiece drops them).
+_MUST_KEEP = ("L", "N", "P", "S")
+
+# Multilingual probe for :func:`lost_characters`; a correctly loaded tokenizer covers all of it (as pieces, bytes or
+# an unknown token with offsets).
+PROBE_TEXT = "Hello, world 42! Ærøskøbing café 日本語 中文 한국어 ∑√π≈ 🙂🚀 <tag> a_b-c."
+
+
+def lost_characters(text: str, offsets: Sequence[tuple[int, int]]) -> list[str]:
+    """Characters of ``text`` (letters, numbers, punctuation, symbols) that no token's raw offset span covers, i.e.
+    the tokenizer silently dropped them; distinct, in order of appearance. An unknown-token piece with offsets
+    counts as covering its text."""
+    covered = bytearray(len(text))
+    for start, end in offsets:
+        covered[max(start, 0):max(end, 0)] = b"\x01" * (max(end, 0) - max(start, 0))
+    lost: dict[str, None] = {}
+    for ch, ok in zip(text, covered):
+        if not ok and unicodedata.category(ch)[0] in _MUST_KEEP:
+            lost[ch] = None
+    return list(lost)
 
 
 def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:

@@ -107,11 +107,14 @@ def save_model(arch: str, tokenizer_path: str | Path, path: str | Path, hidden: 
     """Save a randomly initialised tiny causal LM whose vocabulary matches the tokenizer at ``tokenizer_path``.
 
     Args:
-        arch: ``"llama"``, ``"qwen2"`` or ``"gpt2"``.
+        arch: ``"llama"``, ``"qwen2"``, ``"mistral"`` or ``"gpt2"``. Transformers 5 picks the tokenizer CLASS of a model
+            directory from its model type and, for some types (``qwen2``), rebuilds the tokenizer as that class's
+            pipeline (byte-level BPE) whatever ``tokenizer.json`` says; a SentencePiece-style tokenizer then silently
+            drops characters. The saved directory is loaded back and checked (ValueError on any difference).
         vocab_pad: extra embedding rows beyond the tokenizer (models whose head is padded, like Qwen2.5-7B).
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     vocab = len(tok) + vocab_pad
@@ -124,13 +127,23 @@ def save_model(arch: str, tokenizer_path: str | Path, path: str | Path, hidden: 
         cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                           tie_word_embeddings=True, **ids)
+    elif arch == "mistral":
+        cfg = MistralConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                            sliding_window=None, tie_word_embeddings=True, **ids)
     elif arch == "gpt2":
         cfg = GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=4, n_positions=512, **ids)
     else:
-        raise ValueError(f"arch must be one of 'llama', 'qwen2', 'gpt2'; got {arch!r}")
+        raise ValueError(f"arch must be one of 'llama', 'qwen2', 'mistral', 'gpt2'; got {arch!r}")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     path = Path(path)
     model.save_pretrained(path)
     tok.save_pretrained(path)
+    back = AutoTokenizer.from_pretrained(path)
+    probe = "hello 日本 Ærø 🙂 x=12+30\n  done."
+    if back(probe, add_special_tokens=False).input_ids != tok(probe, add_special_tokens=False).input_ids:
+        raise ValueError(f"arch={arch!r}: transformers loads the tokenizer saved in {path} as "
+                         f"{type(back).__name__}, which tokenizes differently from {tokenizer_path}; use another arch "
+                         "for this tokenizer family")
     return path

@@ -13,6 +13,7 @@ import os
 import re
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,9 +193,30 @@ def runs_file(cfg: DistillConfig) -> Path:
     return Path(cfg.train.runs_file) if cfg.train.runs_file else Path(cfg.train.output_dir).parent / "runs.jsonl"
 
 
+@contextmanager
+def quiet_weight_bars():
+    """Hide Transformers' own per-file bars ("Loading weights", "Writing model shards") for the duration: at every
+    checkpoint they would interleave with the training bar, which stays (it is plain tqdm)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def run_training(cfg: DistillConfig, resume: bool = False, callbacks: list | None = None,
                  prepared: Prepared | None = None) -> dict[str, Any]:
     """Train, save the student, append the run record; returns the record."""
+    with quiet_weight_bars():
+        return _run_training(cfg, resume, callbacks, prepared)
+
+
+def _run_training(cfg: DistillConfig, resume: bool, callbacks: list | None, prepared: Prepared | None
+                  ) -> dict[str, Any]:
     import transformers
 
     from crossdistill.train.trainer import DistillTrainer

@@ -34,7 +34,7 @@ def build(root: str | Path, n_examples: int = 64) -> dict[str, Path]:
     if not (paths["tok_unigram"] / "tokenizer.json").exists():
         save_tokenizer("unigram", paths["tok_unigram"])
     for key, arch, tok, hidden, seed in (("teacher", "llama", "tok_bpe", 48, 1), ("student", "qwen2", "tok_bpe", 32, 2),
-                                         ("student_unigram", "qwen2", "tok_unigram", 32, 3)):
+                                         ("student_unigram", "mistral", "tok_unigram", 32, 3)):
         if not (paths[key] / "config.json").exists():
             save_model(arch, paths[tok], paths[key], hidden=hidden, seed=seed)
     if not paths["data"].exists():
