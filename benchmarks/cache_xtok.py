@@ -6,7 +6,7 @@ train from the cache (no teacher model in memory) and, for comparison, with the 
 budget as `crossdistill demo`. Reported: cache build time and size, training seconds per step, and held-out bits per
 byte of each student (CE-only student as the reference).
 
-Usage (2-core CPU, ~10 minutes):
+Usage (idle 2-core CPU, ~5 minutes):
     python benchmarks/cache_xtok.py                 # k = 64, the demo's full budget (128 prompts x 2 epochs)
     python benchmarks/cache_xtok.py --k 16 --n-train 32 --epochs 1   # a quick look
 """
