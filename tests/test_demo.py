@@ -39,6 +39,12 @@ def test_demo_smoke_on_tiny_models(tmp_path, model_paths, capsys):
     assert "bits/byte" in printed and "gold_hybrid" in printed
     report = (out / "report.md").read_text()
     assert "Against the CE-only student" in report and "hard_label" in report
+    # uld and gold_hybrid trained from the run's teacher cache (no teacher model); cdm ran the teacher online
+    assert summary["teacher_cache"] == str(out / "teacher_cache") and (out / "teacher_cache" / "manifest.json").is_file()
+    resolved = {m: (out / "students" / m / "resolved_config.yaml").read_text() for m in demo.METHODS}
+    for method in demo.CACHED_METHODS:
+        assert "teacher_cache" in resolved[method], method
+    assert "teacher_cache" not in resolved["cdm"]
     # the hard-label student trained on the teacher's generations, with their manifest
     gen = out / "data" / "teacher_generations"
     assert (gen / "manifest.json").is_file() and len((gen / "examples.jsonl").read_text().splitlines()) == 8
@@ -78,6 +84,7 @@ def test_method_configs_are_valid(tmp_path, model_paths):
                                  train=data["train"], generated=data["train"], out=tmp_path, budget=TINY, seed=0)
         parsed = config_from_dict(cfg)
         assert (parsed.teacher is None) == (method in ("ce", "hard_label"))
+        assert parsed.teacher is None or parsed.teacher.cache is None  # no cache given: the teacher runs online
 
 
 @pytest.mark.slow
