@@ -51,20 +51,23 @@ def test_incompatible_loss_and_tokenizers(tmp_path, overrides):
         prepare(cfg, progress=False)
 
 
+def refused_then_fixed(overrides, tmp_path, args: list[str], match: str, fix: str):
+    """``prepare`` refuses the config with ``match``; adding the fix the message names makes it pass."""
+    with pytest.raises(ConfigError, match=match):
+        prepare(cfg_of(overrides, tmp_path, *args), progress=False)
+    return prepare(cfg_of(overrides, tmp_path, *args, fix), progress=False)
+
+
 def test_missing_teacher_tokenizer(tmp_path, overrides, model_paths):
     bare = tmp_path / "teacher-no-tokenizer"
     bare.mkdir()
     for f in model_paths["teacher_bpe"].iterdir():
         if f.name in ("config.json", "model.safetensors", "generation_config.json"):
             shutil.copy(f, bare / f.name)
-    cfg = cfg_of(overrides, tmp_path, "loss.name=forward_kl", f"teacher.model={bare}")
-    with pytest.raises(ConfigError, match=r"teacher.model='.*teacher-no-tokenizer' has no tokenizer files.*"
-                                          r"set teacher.tokenizer"):
-        prepare(cfg, progress=False)
-    # the fix the message names works
-    fixed = cfg_of(overrides, tmp_path, "loss.name=forward_kl", f"teacher.model={bare}",
-                   f"teacher.tokenizer={model_paths['teacher_bpe']}")
-    assert prepare(fixed, progress=False).teacher_tok is not None
+    fixed = refused_then_fixed(overrides, tmp_path, ["loss.name=forward_kl", f"teacher.model={bare}"],
+                               r"teacher.model='.*teacher-no-tokenizer' has no tokenizer files.*set teacher.tokenizer",
+                               f"teacher.tokenizer={model_paths['teacher_bpe']}")
+    assert fixed.teacher_tok is not None
 
 
 def test_tokenizer_that_drops_text_is_refused(tmp_path, overrides, model_paths, tokenizer_paths):
@@ -75,13 +78,11 @@ def test_tokenizer_that_drops_text_is_refused(tmp_path, overrides, model_paths, 
     config = json.loads((qwen / "config.json").read_text())
     config.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"])
     (qwen / "config.json").write_text(json.dumps(config))
-    cfg = cfg_of(overrides, tmp_path, "loss.name=uld", f"student.model={qwen}")
-    with pytest.raises(ConfigError, match=r"student.model='.*student-qwen2-unigram' loads as Qwen2Tokenizer, which "
-                                          r"drops characters of plain text.*set student.tokenizer"):
-        prepare(cfg, progress=False)
-    fixed = cfg_of(overrides, tmp_path, "loss.name=uld", f"student.model={qwen}",
-                   f"student.tokenizer={tokenizer_paths['unigram']}")
-    assert type(prepare(fixed, progress=False).student_tok).__name__ == "TokenizersBackend"
+    fixed = refused_then_fixed(overrides, tmp_path, ["loss.name=uld", f"student.model={qwen}"],
+                               r"student.model='.*student-qwen2-unigram' loads as Qwen2Tokenizer, which drops "
+                               r"characters of plain text.*set student.tokenizer",
+                               f"student.tokenizer={tokenizer_paths['unigram']}")
+    assert type(fixed.student_tok).__name__ == "TokenizersBackend"
 
 
 def _data(tmp_path, rows, name="data.jsonl"):
