@@ -52,17 +52,15 @@ def main(argv: list[str] | None = None) -> None:
 
         def config(method: str, cache: Path | None) -> dict:
             cfg = demo.method_config(method, student=student, teacher=teacher, train=paths["train"], generated=None,
-                                     out=out, budget=budget, seed=args.seed)
+                                     out=out, budget=budget, seed=args.seed, cache=cache)
             tag = f"{method}-{'cache' if cache else 'online'}" if method != "ce" else "ce"
             cfg["train"]["output_dir"] = str(out / "students" / tag)
-            if cache is not None:
-                cfg["teacher"] = {"cache": str(cache), "tokenizer": teacher, "missing_mass": "tail_bucket"}
             return cfg
 
         t0 = time.perf_counter()
         cache = out / f"cache-top{args.k}"
         build_cache(CacheConfig.from_dict({"teacher": teacher, "data": str(paths["train"]), "output": str(cache),
-                                           "k": args.k, "max_length": config("ce", None)["data"]["max_length"]}),
+                                           "k": args.k, "max_length": demo.MAX_LENGTH}),
                     progress=True)
         build_s = time.perf_counter() - t0
         stats = CacheReader(cache).stats()

@@ -45,6 +45,8 @@ from typing import Any, Callable, Sequence
 
 METHODS = ("ce", "hard_label", "uld", "gold_hybrid", "cdm")
 DEFAULT_METHODS = METHODS
+SOFT_METHODS = ("uld", "gold_hybrid", "cdm")
+"""Methods that distil the teacher's distribution (across tokenizers)."""
 CACHED_METHODS = ("uld", "gold_hybrid")
 """Methods that train from the demo's offline teacher cache (top-k + tail); ``cdm`` needs the full logits online."""
 MAX_LENGTH = 384
@@ -197,7 +199,7 @@ def method_config(method: str, *, student: Path, teacher: str, train: Path, gene
                   "report_to": [], "runs_file": str(out / "runs.jsonl")},
         "method": f"demo:{method}",
     }
-    if method in ("uld", "gold_hybrid", "cdm"):
+    if method in SOFT_METHODS:
         cfg["teacher"] = {"model": teacher}
         cfg["loss"] = {"name": method}
     if method in CACHED_METHODS and cache is not None:
@@ -344,7 +346,7 @@ def run_demo(out: Path, budget: DemoBudget, *, teacher: str | None = None,
                                              budget, seed)
         else:
             source = f", teacher from the top-{budget.cache_k} cache" if cache and method in CACHED_METHODS else (
-                ", teacher logits online" if method in ("uld", "gold_hybrid", "cdm") else "")
+                ", teacher logits online" if method in SOFT_METHODS else "")
             stage(f"train {method}: {DESCRIPTIONS[method]}{source}")
         runs[method] = train_method(method_config(method, student=student_init, teacher=teacher,
                                                   train=paths["train"], generated=generated, out=out,

@@ -151,6 +151,8 @@ def test_lost_characters_finds_text_no_token_covers():
     # "本" and "!" dropped; zero-width and negative offsets cover nothing
     assert lost_characters(text, [(0, 2), (3, 4), (4, 4), (7, 8)]) == ["本", "!"]
     assert lost_characters("xyz", []) == ["x", "y", "z"]
+    # spans past the end are clipped, reversed ones cover nothing
+    assert lost_characters("ab!", [(0, 9)]) == [] and lost_characters("ab", [(2, 1), (1, 2)]) == ["a"]
 
 
 @pytest.mark.parametrize("family", ["bpe", "unigram", "wordpiece"])

@@ -24,15 +24,13 @@ def _check_model_ref(ref: str, where: str) -> None:
 
 def _check_cache_objective(cfg: DistillConfig, spec: Any) -> None:
     """What a teacher cache can feed: a sparse signal at the dataset's own completion tokens, nothing else."""
-    from crossdistill.train.objectives import SAME_VOCAB_DIVERGENCES
+    from crossdistill.train.objectives import OBJECTIVES, SAME_VOCAB_DIVERGENCES
 
     where = f"teacher.cache={cfg.teacher.cache!r}"
     supported = sorted(SAME_VOCAB_DIVERGENCES)
     if not spec.needs_teacher:
         raise ConfigError(f"{where} is set but loss.name={cfg.loss.name!r} uses no teacher; choose a distillation "
                           f"loss that reads the cache (one of {supported}) or remove teacher.cache")
-    from crossdistill.train.objectives import OBJECTIVES
-
     cross = sorted(n for n, s in OBJECTIVES.items() if s.sparse_teacher)
     readable = (spec.sparse_teacher if spec.cross_tokenizer
                 else spec.teacher_input == "signal" or spec.name in SAME_VOCAB_DIVERGENCES)

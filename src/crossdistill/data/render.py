@@ -182,7 +182,9 @@ def lost_characters(text: str, offsets: Sequence[tuple[int, int]]) -> list[str]:
     counts as covering its text."""
     covered = bytearray(len(text))
     for start, end in offsets:
-        covered[max(start, 0):max(end, 0)] = b"\x01" * (max(end, 0) - max(start, 0))
+        start, end = max(start, 0), min(end, len(text))
+        if end > start:
+            covered[start:end] = b"\x01" * (end - start)
     lost: dict[str, None] = {}
     for ch, ok in zip(text, covered):
         if not ok and unicodedata.category(ch)[0] in _MUST_KEEP:

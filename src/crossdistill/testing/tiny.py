@@ -140,8 +140,10 @@ def save_model(arch: str, tokenizer_path: str | Path, path: str | Path, hidden: 
     path = Path(path)
     model.save_pretrained(path)
     tok.save_pretrained(path)
+    from crossdistill.data.render import PROBE_TEXT
+
     back = AutoTokenizer.from_pretrained(path)
-    probe = "hello 日本 Ærø 🙂 x=12+30\n  done."
+    probe = PROBE_TEXT + "\n  x=12+30 done."
     if back(probe, add_special_tokens=False).input_ids != tok(probe, add_special_tokens=False).input_ids:
         raise ValueError(f"arch={arch!r}: transformers loads the tokenizer saved in {path} as "
                          f"{type(back).__name__}, which tokenizes differently from {tokenizer_path}; use another arch "

@@ -51,13 +51,13 @@ def load_tokenizer(mc: ModelConfig, role: str) -> Any:
     if not getattr(tok, "is_fast", False):
         raise ConfigError(f"{where}={ref!r} gives a slow tokenizer; crossdistill needs a fast (tokenizers) one for "
                           "character offsets")
-    check_keeps_text(tok, where, ref)
+    check_keeps_text(tok, role, where, ref)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def check_keeps_text(tok: Any, where: str, ref: str) -> None:
+def check_keeps_text(tok: Any, role: str, where: str, ref: str) -> None:
     """Refuse a tokenizer that silently drops characters of ordinary text.
 
     Why: Transformers 5 chooses the tokenizer class from the model type and, for some types (``qwen2`` ...), rebuilds
@@ -73,7 +73,7 @@ def check_keeps_text(tok: Any, where: str, ref: str) -> None:
             f"{where}={ref!r} loads as {type(tok).__name__}, which drops characters of plain text "
             f"({''.join(lost[:12])!r} of {PROBE_TEXT!r}). Transformers picks the tokenizer class from the model type "
             f"in config.json and may rebuild a different pipeline than tokenizer.json describes. Fix: set "
-            f"{where.split('.')[0]}.tokenizer to a directory holding only the tokenizer files (no config.json), or "
+            f"{role}.tokenizer to a directory holding only the tokenizer files (no config.json), or "
             "to the Hub id of the tokenizer the model was trained with")
 
 
