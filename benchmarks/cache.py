@@ -10,7 +10,7 @@ Sections:
    per-example offsets, safetensors header), for k in {8, 32, 128} and real vocabulary sizes; budget 5k + 16.
 2. Format throughput: encode + sha256 + atomic write, and read + verify + decode + TeacherSignal assembly.
 3. End-to-end ``cache`` on the tiny teacher (teacher forward included).
-4. Training-step throughput (student forward + objective + backward, the training engine's ObjectiveRunner) with the
+4. Training-step throughput (student forward + objective + backward, the training engine's MethodRunner) with the
    teacher signal from the cache vs from an online teacher (full distribution, and restricted to the same top-k),
    for the tiny teacher and for a 12x wider one (where the teacher forward dominates).
 """
@@ -32,7 +32,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-from crossdistill.manifest import write_atomic
+from crossdistill.io import write_bytes
 from crossdistill.teacher.bitpack import bits_for
 from crossdistill.teacher.format import ShardData, decode_shard, encode_shard
 from crossdistill.testing.tiny import CORPUS, save_model, save_tokenizer
@@ -84,7 +84,7 @@ def bench_format(tokens_per_example: int, n_examples: int, tmp: Path) -> str:
         import hashlib
 
         hashlib.sha256(raw).hexdigest()
-        write_atomic(tmp / "s.safetensors", raw)
+        write_bytes(tmp / "s.safetensors", raw)
         t_write = time.perf_counter() - t0
         t0 = time.perf_counter()
         back_raw = (tmp / "s.safetensors").read_bytes()
@@ -116,14 +116,14 @@ def write_dataset(path: Path, n: int) -> Path:
 
 
 def bench_build(tmp: Path, teacher: Path, data: Path) -> tuple[str, dict]:
-    from crossdistill.teacher.config import CacheConfig
+    from crossdistill.config import cache_build_from_dict
     from crossdistill.teacher.reader import CacheReader
     from crossdistill.teacher.writer import build_cache
 
     rows, caches = [], {}
     for k in (8, 32, 128):
-        cfg = CacheConfig(teacher=str(teacher), data=str(data), output=str(tmp / f"cache-k{k}"), k=k,
-                          examples_per_shard=32, batch_size=8)
+        cfg = cache_build_from_dict(dict(teacher=str(teacher), data=str(data), output=str(tmp / f"cache-k{k}"), k=k,
+                                         examples_per_shard=32, batch_size=8, max_length=2048))
         t0 = time.perf_counter()
         manifest = build_cache(cfg, progress=False)
         dt = time.perf_counter() - t0
@@ -146,23 +146,23 @@ def bench_training(tmp: Path, data: Path, tok_path: Path, student: Path, teacher
     from crossdistill.data.dataset import DistillCollator
     from crossdistill.data.load import load_examples
     from crossdistill.losses.signal import TeacherSignal
-    from crossdistill.teacher.config import CacheConfig
+    from crossdistill.config import cache_build_from_dict
     from crossdistill.teacher.source import CachedTeacher
     from crossdistill.teacher.writer import build_cache
     from crossdistill.train.run import prepare
-    from crossdistill.train.trainer import ObjectiveRunner
+    from crossdistill.train.trainer import MethodRunner
     from transformers import AutoModelForCausalLM
 
-    class TopK(ObjectiveRunner):
+    class TopK(MethodRunner):
         def context(self, model, inputs):
             ctx = super().context(model, inputs)
             z = ctx.teacher_hidden[ctx.mask] @ ctx.teacher_lm_head_weight.T
             ctx.teacher_signal = TeacherSignal.top_k(z[:, : ctx.teacher_vocab_size], k, policy="tail_bucket")
             return ctx
 
-    class FromCache(ObjectiveRunner):
-        def __init__(self, spec, dcfg, tok, cached):
-            super().__init__(replace(spec, needs_teacher=False), dcfg, None, tok, None)
+    class FromCache(MethodRunner):
+        def __init__(self, method, dcfg, tok, cached):
+            super().__init__(replace(method, teacher="none"), dcfg, None, tok, None)
             self.cached = cached
 
         def context(self, model, inputs):
@@ -180,16 +180,17 @@ def bench_training(tmp: Path, data: Path, tok_path: Path, student: Path, teacher
         s_model = AutoModelForCausalLM.from_pretrained(student)
         t_model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
         n_params = sum(x.numel() for x in t_model.parameters())
-        ccfg = CacheConfig(teacher=str(teacher_dir), data=str(data), output=str(tmp / f"train-cache-{name}"), k=k,
-                           examples_per_shard=32, batch_size=8, max_length=2048)
+        ccfg = cache_build_from_dict(dict(teacher=str(teacher_dir), data=str(data),
+                                          output=str(tmp / f"train-cache-{name}"), k=k, examples_per_shard=32,
+                                          batch_size=8, max_length=2048))
         t0 = time.perf_counter()
         build_cache(ccfg, progress=False)
         t_build = time.perf_counter() - t0
         cached = CachedTeacher(ccfg.output, examples=load_examples(data), student_tokenizer=p.student_tok,
                                policy="tail_bucket")
-        runners = {"online (full teacher)": ObjectiveRunner(p.spec, dcfg, t_model, p.student_tok, p.teacher_tok),
-                   f"online top-{k}": TopK(p.spec, dcfg, t_model, p.student_tok, p.teacher_tok),
-                   f"cache top-{k}": FromCache(p.spec, dcfg, p.student_tok, cached)}
+        runners = {"online (full teacher)": MethodRunner(p.method, dcfg, t_model, p.student_tok, p.teacher_tok),
+                   f"online top-{k}": TopK(p.method, dcfg, t_model, p.student_tok, p.teacher_tok),
+                   f"cache top-{k}": FromCache(p.method, dcfg, p.student_tok, cached)}
         collate = DistillCollator(p.student_tok.pad_token_id)
         batches = [collate([p.train[i] for i in range(s, s + 8)]) for s in range(0, len(p.train) - 7, 8)][:steps]
         tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     from crossdistill import demo, tasks
     from crossdistill.assets import convert_gguf, find_packaged_file
     from crossdistill.evaluate import evaluate_models, load_pretrained
-    from crossdistill.teacher.config import CacheConfig
+    from crossdistill.config import cache_build_from_dict
     from crossdistill.teacher.reader import CacheReader
     from crossdistill.teacher.writer import build_cache
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
         t0 = time.perf_counter()
         cache = out / f"cache-top{args.k}"
-        build_cache(CacheConfig.from_dict({"teacher": teacher, "data": str(paths["train"]), "output": str(cache),
+        build_cache(cache_build_from_dict({"teacher": teacher, "data": str(paths["train"]), "output": str(cache),
                                            "k": args.k, "max_length": demo.MAX_LENGTH}),
                     progress=True)
         build_s = time.perf_counter() - t0

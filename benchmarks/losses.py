@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 
+from crossdistill.io import append_line, write_text
+
 IMPLS = ("naive", "chunked", "trl", "liger")
 DIVS = {"fkl": ("forward_kl", {}, 0.0), "jsd": ("generalized_jsd", {"beta": 0.5}, 0.5)}
 
@@ -201,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if r:
             results.append(r)
             if args.jsonl:
-                with open(args.jsonl, "a") as f:
-                    f.write(json.dumps(r) + "\n")
+                append_line(args.jsonl, json.dumps(r))
             per_token_mb[impl, div] = r["peak_mb"] / n
     machine = f"{os.cpu_count()}-core CPU" if not _cuda() else "CUDA"
     header = (
@@ -215,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     text = header + "\n\n" + _table(results, impls)
     print(text)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.out)
+        write_text(args.out, text + "\n")
     return 0
 
 

@@ -100,9 +100,9 @@ def run_config(*, student: Path, teacher: Path | None, train: Path, out: Path, l
 
 
 def cross_methods() -> list[str]:
-    from crossdistill.train.objectives import load_builtin_objectives
+    from crossdistill.methods import cross_tokenizer_methods
 
-    return [n for n, s in load_builtin_objectives().items() if s.cross_tokenizer]
+    return cross_tokenizer_methods()
 
 
 def mean_std(values: list[float]) -> str:
@@ -233,7 +233,7 @@ def write_markdown(path: Path, rows: dict[str, dict[str, Any]], args: Any, secon
              f"Command: `python benchmarks/quality.py --seeds {' '.join(map(str, args.seeds))} --n-train "
              f"{args.n_train} --n-eval {args.n_eval} --epochs {args.epochs}`  ",
              f"Machine: 2-core CPU shared with other jobs; wall time {seconds / 60:.1f} min. Cross-tokenizer "
-             f"objectives registered at run time: {', '.join(xmethods)}.", "",
+             f"methods registered at run time: {', '.join(xmethods)}.", "",
              "bits/byte: held-out NLL / (ln 2 · UTF-8 bytes), lower is better, comparable across tokenizers. "
              "Δ vs CE: bpb minus the CE-only student of the same tokenizer (negative = the method helps); "
              "'better in' counts seeds.", "",

@@ -104,9 +104,9 @@ def micro_step(paths, reps: int, batch: int) -> tuple[float, float]:
 
     from crossdistill.config import load_config
     from crossdistill.data.dataset import DistillCollator
-    from crossdistill.train import models
+    from crossdistill import models
     from crossdistill.train.run import prepare
-    from crossdistill.train.trainer import ObjectiveRunner
+    from crossdistill.train.trainer import MethodRunner
 
     cfg = load_config(None, [f"student.model={paths['student']}", f"teacher.model={paths['teacher']}",
                              f"data.train={paths['data']}", "loss.name=jsd", "data.eval_fraction=0"])
@@ -114,7 +114,7 @@ def micro_step(paths, reps: int, batch: int) -> tuple[float, float]:
     student = models.load_model(cfg.student, "student")
     teacher = models.freeze_teacher(models.load_model(cfg.teacher, "teacher"))
     b = DistillCollator(p.student_tok.pad_token_id)([p.train[i] for i in range(batch)])
-    runner = ObjectiveRunner(p.spec, cfg, teacher, p.student_tok, p.teacher_tok)
+    runner = MethodRunner(p.method, cfg, teacher, p.student_tok, p.teacher_tok)
 
     def ours():
         runner.objective(student, b).loss.backward()

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from crossdistill import assets
+from crossdistill.io import sha256_file
 
 
 def test_missing_distribution_says_how_to_install():
@@ -28,7 +29,7 @@ def test_cache_dir_is_keyed_by_content(tmp_path, monkeypatch):
     f = tmp_path / "m.gguf"
     f.write_bytes(b"abc" * 1000)
     want = hashlib.sha256(b"abc" * 1000).hexdigest()
-    assert assets.sha256_file(f) == want
+    assert sha256_file(f) == want
     d = assets.converted_dir(f)
     assert d == tmp_path / "cache" / "models" / want
     assert assets.converted_dir(f) == d  # memoized digest reads back the same

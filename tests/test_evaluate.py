@@ -182,3 +182,25 @@ def test_cli_from_recipe(tmp_path, model_paths, capsys):
     assert got["student"]["bytes"] == 1 and got["student"]["agreement"] is not None
     with pytest.raises(SystemExit, match="data.eval"):
         ev.main([str(recipe), "--quiet"])
+
+
+def test_load_pretrained_refuses_a_tokenizer_that_drops_text(model_paths, tmp_path):
+    """The same guard as training: a Unigram vocabulary under a Qwen2 config loads as a byte-level tokenizer that
+    silently drops characters, so every bpb would be computed on missing text."""
+    import shutil
+
+    from crossdistill.config import ConfigError
+
+    qwen = tmp_path / "student-qwen2-unigram"
+    shutil.copytree(model_paths["student_unigram"], qwen)
+    config = json.loads((qwen / "config.json").read_text())
+    config.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"])
+    (qwen / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"loads as Qwen2Tokenizer, which drops characters of plain text"):
+        ev.load_pretrained(str(qwen))
+    data = tmp_path / "held.jsonl"
+    data.write_text(json.dumps({"prompt": "Q: 2+2?", "completion": "4"}) + "\n")
+    with pytest.raises(SystemExit, match=r"crossdistill eval: student.model='.*' loads as Qwen2Tokenizer"):
+        ev.main(["--model", str(qwen), "--data", str(data), "--quiet"])
+    model, tok = ev.load_pretrained(str(model_paths["student_unigram"]))
+    assert not model.training and tok.pad_token_id is not None

@@ -1,4 +1,4 @@
-"""Provenance manifests (design.md contract 8). Run: python -m pytest tests/test_manifest.py -q"""
+"""Provenance manifests. Run: python -m pytest tests/test_manifest.py -q"""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from crossdistill.manifest import (Manifest, ManifestMismatchError, dataset_fingerprint, file_sha256, text_hash,
-                                   tokenizer_hash, write_atomic)
+from crossdistill.manifest import Manifest, ManifestMismatchError, dataset_fingerprint, text_hash, tokenizer_hash
 
 
 def make(**kw) -> Manifest:
@@ -81,18 +80,3 @@ def test_dataset_fingerprint_order_and_content_sensitive():
     assert dataset_fingerprint([a, b]) != dataset_fingerprint([a, {"text": "y "}])
     assert dataset_fingerprint([a]).endswith(":1")
     assert text_hash(None) is None and text_hash("a") != text_hash("b")
-
-
-def test_write_atomic_replaces_whole_file_and_leaves_no_temp(tmp_path, monkeypatch):
-    path = tmp_path / "sub" / "f.bin"
-    write_atomic(path, b"old")
-    assert path.read_bytes() == b"old" and file_sha256(path) == __import__("hashlib").sha256(b"old").hexdigest()
-
-    def boom(*_):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError, match="disk full"):
-        write_atomic(path, b"new")
-    assert path.read_bytes() == b"old"
-    assert [p.name for p in path.parent.iterdir()] == ["f.bin"]

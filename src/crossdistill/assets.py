@@ -18,11 +18,11 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from crossdistill.io import publish_dir, sha256_file, write_text
 
 FORMAT_VERSION = 1
 
@@ -91,15 +91,6 @@ def find_packaged_file(asset: PackagedModel = SMOLLM2_135M_INSTRUCT) -> Path:
     return path
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_digest(path: Path) -> str:
     """sha256 of ``path``, memoized on disk by (resolved path, size, mtime) so a second run skips the hashing."""
     stat = path.stat()
@@ -110,16 +101,8 @@ def _file_digest(path: Path) -> str:
         if len(text) == 64:
             return text
     digest = sha256_file(path)
-    _atomic_write_text(memo, digest)
+    write_text(memo, digest)
     return digest
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def converted_dir(gguf_path: str | Path, root: str | Path | None = None) -> Path:
@@ -172,9 +155,8 @@ def convert_gguf(gguf_path: str | Path, root: str | Path | None = None, *, verbo
     clean.generation_config = loaded.generation_config
     del loaded
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    # A stale, incomplete copy at ``target`` (no manifest) is replaced once the new one is complete.
+    with publish_dir(target) as tmp:
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         manifest = {
@@ -189,12 +171,6 @@ def convert_gguf(gguf_path: str | Path, root: str | Path | None = None, *, verbo
             "conversion_seconds": round(time.perf_counter() - start, 1),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if target.exists():  # a stale, incomplete copy (no manifest): replace it
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if verbose:
         print(f"[crossdistill] converted in {time.perf_counter() - start:.0f} s", flush=True)
     return target

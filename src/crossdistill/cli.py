@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from crossdistill import __version__
+        from crossdistill.version import __version__
 
         print(__version__)
         return 0

@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from crossdistill.io import publish_dir, write_json
+
 METHODS = ("ce", "hard_label", "uld", "gold_hybrid", "cdm")
 DEFAULT_METHODS = METHODS
 SOFT_METHODS = ("uld", "gold_hybrid", "cdm")
@@ -166,20 +168,20 @@ def build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: in
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    tmp = path.with_name(path.name + ".tmp")
-    train_student_tokenizer(texts, tmp, budget.student_vocab)
-    tok = AutoTokenizer.from_pretrained(tmp)
-    h = budget.student_hidden
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=h, intermediate_size=(8 * h) // 3 // 16 * 16,
-                      num_hidden_layers=budget.student_layers, num_attention_heads=max(2, h // 64),
-                      num_key_value_heads=max(2, h // 64), max_position_embeddings=512, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(tmp)
-    os.replace(tmp, path)
+    with publish_dir(path) as tmp:  # an interrupted build leaves no half student for the reuse check above
+        train_student_tokenizer(texts, tmp, budget.student_vocab)
+        tok = AutoTokenizer.from_pretrained(tmp)
+        h = budget.student_hidden
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=h, intermediate_size=(8 * h) // 3 // 16 * 16,
+                          num_hidden_layers=budget.student_layers, num_attention_heads=max(2, h // 64),
+                          num_key_value_heads=max(2, h // 64), max_position_embeddings=512, tie_word_embeddings=True,
+                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg)
+        model.generation_config.eos_token_id = tok.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(tmp)
     return path
 
 
@@ -248,12 +250,12 @@ def build_teacher_cache(teacher: str, train: Path, out: Path, budget: DemoBudget
     (the training set depends on the seed and budget, and a cache is tied to its dataset's fingerprint)."""
     import shutil
 
-    from crossdistill.teacher.config import CacheConfig
+    from crossdistill.config import cache_build_from_dict
     from crossdistill.teacher.reader import CacheReader
     from crossdistill.teacher.writer import build_cache
 
     shutil.rmtree(out, ignore_errors=True)
-    build_cache(CacheConfig.from_dict({"teacher": teacher, "data": str(train), "output": str(out),
+    build_cache(cache_build_from_dict({"teacher": teacher, "data": str(train), "output": str(out),
                                        "k": budget.cache_k, "max_length": MAX_LENGTH,
                                        "batch_size": budget.batch_size}), progress=progress)
     stats = CacheReader(out).stats()
@@ -374,7 +376,7 @@ def run_demo(out: Path, budget: DemoBudget, *, teacher: str | None = None,
     summary["stage_seconds"] = stage.times
     summary["total_seconds"] = round(time.perf_counter() - stage.t0, 1)
     report = write_report(out, summary, results, runs, DESCRIPTIONS)
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / "results.json", summary, indent=2, default=str)
     on_table("\n" + table)
     print(f"\nreport: {report}\nplots: {out / 'loss_curves.png'}, {out / 'bpb.png'}\n"
           f"total: {summary['total_seconds']:.0f} s")

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from crossdistill.io import write_text
+
 TRAIN_KEYS = ("loss_ce", "loss")  # the CE term is comparable across methods; the total objective is not
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _curve(history: list[dict[str, Any]]) -> tuple[list[int], list[float], str]:
@@ -131,5 +124,5 @@ def write_report(out: Path, summary: dict[str, Any], results: dict[str, Any], ru
     lines += ["## Time per stage (seconds)", ""]
     lines += [f"- {k}: {v}" for k, v in summary.get("stage_seconds", {}).items()] + [""]
     path = out / "report.md"
-    _atomic_text(path, "\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path

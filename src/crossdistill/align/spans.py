@@ -226,6 +226,23 @@ class BatchAlignment:
                               self.teacher_rows.to(device), self.teacher_groups.to(device), self.num_groups,
                               self.group_example.to(device))
 
+    def one_to_one(self) -> BatchAlignment:
+        """The groups of exactly one student and one teacher token, renumbered 0..G'-1.
+
+        Why: for a multi-token group the teacher's merged distribution is over its FIRST token (e.g. ``E`` of
+        ``E|lla``), whose student counterpart is not the token the student emits first (``Ella``); on matched
+        vocabulary columns such groups push the student away from its own target (measured on SmolLM2 -> a task
+        BPE student).
+        """
+        G = self.num_groups
+        keep = (torch.bincount(self.student_groups, minlength=G) == 1) & \
+            (torch.bincount(self.teacher_groups, minlength=G) == 1)
+        new_id = torch.cumsum(keep.long(), 0) - 1
+        s_keep, t_keep = keep[self.student_groups], keep[self.teacher_groups]
+        return BatchAlignment(student_rows=self.student_rows[s_keep], student_groups=new_id[self.student_groups[s_keep]],
+                              teacher_rows=self.teacher_rows[t_keep], teacher_groups=new_id[self.teacher_groups[t_keep]],
+                              num_groups=int(keep.sum()), group_example=self.group_example[keep])
+
     @classmethod
     def build(cls, student_spans: Sequence[Spans], teacher_spans: Sequence[Spans],
               student_completion_start: Sequence[int], teacher_completion_start: Sequence[int],

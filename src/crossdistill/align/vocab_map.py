@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from crossdistill.io import atomic_file
 
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 MAP_VERSION = 2
@@ -162,20 +162,6 @@ def compute_vocab_map(teacher_tokenizer: Any, student_tokenizer: Any) -> np.ndar
     return out
 
 
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_vocab_map(teacher_tokenizer: Any, student_tokenizer: Any, cache_dir: str | Path | None = None,
                     use_cache: bool = True) -> VocabMap:
     """The teacher -> student map, from the on-disk cache when present (see the module docstring).
@@ -199,7 +185,8 @@ def build_vocab_map(teacher_tokenizer: Any, student_tokenizer: Any, cache_dir: s
             except (OSError, ValueError):
                 pass  # corrupt or foreign file: rebuild and overwrite
         arr = compute_vocab_map(teacher_tokenizer, student_tokenizer)
-        _atomic_save(path, arr)
+        with atomic_file(path) as handle:  # a concurrent reader sees the old map or the whole new one
+            np.save(handle, arr)
     else:
         arr = compute_vocab_map(teacher_tokenizer, student_tokenizer)
     return VocabMap(arr, len(student_tokenizer), th, sh)

@@ -4,11 +4,16 @@
 YAML), builds the dataclasses with type checks and runs :func:`validate` — all before any model or tokenizer is
 loaded. Every error is a :class:`ConfigError` naming the field, the value and the fix. Checks that need tokenizers
 (same-vocabulary losses with differing tokenizers) live in :func:`crossdistill.train.run.check_pair`.
+
+``load_cache_build_config(path, overrides)`` does the same for ``crossdistill cache``: the recipe's ``cache_build:``
+section (how to write a teacher cache), completed from the recipe and checked by :func:`validate_cache_build`.
 """
 
-from crossdistill.config.parse import apply_override, build, config_from_dict, load_config
+from crossdistill.config.parse import (apply_override, build, cache_build_from_dict, config_from_dict,
+                                       load_cache_build_config, load_config)
+from crossdistill.errors import ConfigError
 from crossdistill.config.schema import (
-    ConfigError,
+    CacheBuildConfig,
     DataConfig,
     DistillConfig,
     GenerateConfig,
@@ -19,9 +24,10 @@ from crossdistill.config.schema import (
     TeacherConfig,
     TrainConfig,
 )
-from crossdistill.config.validate import validate
+from crossdistill.config.validate import validate, validate_cache_build
 
 __all__ = [
+    "CacheBuildConfig",
     "ConfigError",
     "DataConfig",
     "DistillConfig",
@@ -34,7 +40,10 @@ __all__ = [
     "TrainConfig",
     "apply_override",
     "build",
+    "cache_build_from_dict",
     "config_from_dict",
+    "load_cache_build_config",
     "load_config",
     "validate",
+    "validate_cache_build",
 ]

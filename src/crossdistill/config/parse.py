@@ -2,104 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
-import types
-import typing
-from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-from crossdistill.config.schema import ConfigError, DistillConfig
-from crossdistill.config.validate import validate
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and build nested dataclasses; raise ConfigError otherwise."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as err:
-                errors.append(err)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{where}={value!r} has the wrong type: expected {_type_name(tp)}")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{where}={value!r} is not allowed: choose one of {list(choices)}")
-        return value
-    if is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}={value!r} has the wrong type: expected a mapping of {tp.__name__} fields")
-        return build(tp, value, where)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}={value!r} has the wrong type: expected a mapping")
-        _, vt = typing.get_args(tp)
-        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}={value!r} has the wrong type: expected a list")
-        (et,) = typing.get_args(tp)
-        return [_coerce(v, et, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is Any:
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}={value!r} has the wrong type: expected a number (float)")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}={value!r} has the wrong type: expected an integer")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}={value!r} has the wrong type: expected true or false")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}={value!r} has the wrong type: expected a string")
-        return value
-    raise TypeError(f"config type {tp!r} at {where} is not supported")  # a bug in this module, not user input
-
-
-def build(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys (with a spelling suggestion) and wrong types."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in hints:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {(where + '.' if where else '') + close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config key {path!r}{hint} Valid keys here: {names}")
-        kwargs[key] = _coerce(value, hints[key], path)
-    for f in fields(cls):  # dataclass-typed optional sections given as {} still become dataclasses
-        if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
-            raise ConfigError(f"missing required config key {(where + '.' if where else '') + f.name!r}")
-    return cls(**kwargs)
+from crossdistill.config.schema import RENAMED_SECTIONS, CacheBuildConfig, DistillConfig
+from crossdistill.errors import ConfigError
+from crossdistill.typed import build
+from crossdistill.config.validate import validate, validate_cache_build
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -120,29 +31,76 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
+def _read_recipe(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping of a recipe file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"recipe {str(p)!r} does not exist; give the path of a YAML recipe (see recipes/)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {str(p)!r} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {str(p)!r} must be a mapping of sections (student:, data:, ...)")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 validate_paths: bool = True) -> DistillConfig:
     """Read a YAML recipe (or start from defaults), apply overrides, build and validate the config."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"recipe {str(p)!r} does not exist; give the path of a YAML recipe (see recipes/)")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"recipe {str(p)!r} is not valid YAML: {err}") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"recipe {str(p)!r} must be a mapping of sections (student:, data:, ...)")
+    data = _read_recipe(path) if path is not None else {}
     for item in overrides:
         apply_override(data, item)
-    cfg = build(DistillConfig, data)
+    cfg = build_config(data)
     validate(cfg, check_paths=validate_paths)
     return cfg
 
 
 def config_from_dict(data: dict[str, Any], validate_paths: bool = True) -> DistillConfig:
     """Build and validate a config from a plain dict (the Python API)."""
-    cfg = build(DistillConfig, data)
+    cfg = build_config(data)
     validate(cfg, check_paths=validate_paths)
     return cfg
+
+
+def build_config(data: dict[str, Any]) -> DistillConfig:
+    """Type-check ``data`` into a :class:`DistillConfig` (no range checks), refusing renamed sections by name."""
+    for old, (new, why) in RENAMED_SECTIONS.items():
+        if old in data:
+            raise ConfigError(f"config key {old!r} was renamed to {new!r} ({why}); got {old}={data[old]!r}: rename the "
+                              f"recipe's {old}: section to {new}: (and {old}.KEY=VALUE overrides to {new}.KEY=VALUE)")
+    return build(DistillConfig, data)
+
+
+# ------------------------------------------------------------------------------------------- crossdistill cache
+def _cache_build_override(item: str) -> str:
+    """``crossdistill cache`` shorthand: a key without a dot (``k=64``) is a ``cache_build`` field."""
+    key, sep, value = item.partition("=")
+    return f"cache_build.{key.strip()}{sep}{value}" if sep and "." not in key else item
+
+
+def _resolved_cache_build(cfg: DistillConfig) -> CacheBuildConfig:
+    settings = cfg.resolved_cache_build()
+    validate_cache_build(settings)
+    return settings
+
+
+def load_cache_build_config(path: str | Path | None = None,
+                            overrides: list[str] | tuple[str, ...] = ()) -> CacheBuildConfig:
+    """What ``crossdistill cache RECIPE [key=value ...]`` runs with: the recipe's ``cache_build:`` section,
+    completed from its ``teacher.model``, ``data.train`` and ``data.max_length``, type- and range-checked.
+
+    ``overrides`` are dotted like any recipe override (``data.max_length=64``); a key without a dot is a
+    ``cache_build`` field (``k=64`` means ``cache_build.k=64``). The rest of the recipe is type-checked but not
+    validated: the cache a training section reads (``teacher.cache``) is typically the one being built.
+    """
+    data = _read_recipe(path) if path is not None else {}
+    for item in overrides:
+        apply_override(data, _cache_build_override(item))
+    return _resolved_cache_build(build_config(data))
+
+
+def cache_build_from_dict(settings: dict[str, Any]) -> CacheBuildConfig:
+    """The Python API of :func:`load_cache_build_config`: ``settings`` are ``cache_build`` fields (``teacher``,
+    ``data`` and ``output`` required; ``max_length`` defaults to ``data.max_length``'s default)."""
+    return _resolved_cache_build(build_config({"cache_build": dict(settings)}))

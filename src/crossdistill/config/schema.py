@@ -1,17 +1,19 @@
 """The run configuration's dataclasses, one docstring per field (the documentation users read in ``--help`` and
-errors), and :class:`ConfigError`."""
+errors). :class:`ConfigError` lives in :mod:`crossdistill.errors`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A recipe or override that cannot work; the message names the field, the value and the fix."""
+RENAMED_SECTIONS: dict[str, tuple[str, str]] = {
+    "cache": ("cache_build", "so it cannot be confused with teacher.cache, the cache a student trains from"),
+}
+"""Old top-level recipe key -> (new key, why). A recipe that still uses an old key is refused with the new name,
+rather than read under a meaning it no longer has."""
 
 
 @dataclass
@@ -60,7 +62,7 @@ class TeacherConfig(ModelConfig):
     ...) and off-policy only (no ``onpolicy.lmbda`` / ``seq_kd``): see docs/cache.md."""
     missing_mass: Literal["renormalize", "tail_bucket"] = "renormalize"
     """With ``cache``: what the loss does with the teacher mass outside the cached top-k ids — ``renormalize`` them
-    to sum to 1, or keep the rest as one extra ``tail_bucket`` (design.md contract 4)."""
+    to sum to 1, or keep the rest as one extra ``tail_bucket``."""
 
 
 @dataclass
@@ -85,7 +87,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """The training objective (a name in :mod:`crossdistill.train.objectives`)."""
+    """The training method (a name registered in :mod:`crossdistill.methods`)."""
 
     name: str = "ce"
     """Registered objective: ``ce`` (sft / hard-label), ``forward_kl``, ``reverse_kl``, ``jsd``, ``skew_kl``,
@@ -137,6 +139,54 @@ class GenerateConfig:
     """Nucleus sampling threshold."""
     batch_size: int = 8
     """Prompts per generate call."""
+
+
+@dataclass
+class CacheBuildConfig:
+    """``crossdistill cache``: how to WRITE a teacher cache (the teacher's top-k or sampled ids and log-probs at every
+    completion token of a dataset).
+
+    Not the same thing as ``teacher.cache``, the finished cache a student trains FROM. One recipe may hold both:
+    ``crossdistill cache`` reads this section, with ``teacher``, ``data`` and ``max_length`` taken from the recipe's
+    ``teacher.model``, ``data.train`` and ``data.max_length`` when left empty (so the cache renders and truncates
+    exactly as training will); ``crossdistill train`` reads ``teacher.cache`` and only range-checks this section.
+    """
+
+    teacher: str = ""
+    """Teacher model: a local directory, a Hub id, or a ``.gguf`` file. Empty: the recipe's ``teacher.model``."""
+    data: str = ""
+    """Dataset: a ``.jsonl`` file whose rows have ``messages``, ``prompt`` + ``completion``, or ``text``. Empty: the
+    recipe's ``data.train``."""
+    output: str = ""
+    """Cache directory to write (created; shards + ``manifest.json``). Required."""
+    k: int = 32
+    """Teacher entries kept per completion token (top-k ids, or sampled draws for ``support: sampled``)."""
+    support: Literal["topk", "sampled"] = "topk"
+    """``topk``: the k most likely ids + the log of the remaining mass. ``sampled``: k draws from the teacher
+    distribution (RS-KD, unbiased), stored as unique ids with draw counts."""
+    temperature: float = 1.0
+    """Distillation temperature the stored log-probs are computed at (softmax(logits / T)); it is in the manifest.
+    Training from the cache needs 1 (it applies ``loss.temperature`` itself). Not a sampling temperature."""
+    value_dtype: Literal["fp16", "bf16", "fp32"] = "fp16"
+    """Storage of log-prob values: ``fp16`` (default; 8x finer than bf16 on log-probs in [-65504, 0], same bytes),
+    ``bf16``, or ``fp32`` (exact, for checks)."""
+    examples_per_shard: int = 256
+    """Examples per shard: the unit of atomic writing, checksumming, resuming and reading."""
+    batch_size: int = 8
+    """Examples per teacher forward pass."""
+    max_length: int | None = None
+    """Longest teacher sequence (prompt + completion); longer completions are cut from the right exactly as
+    training cuts them. ``None``: the recipe's ``data.max_length``."""
+    seed: int = 0
+    """Seed of the sampled support (each example draws from its own generator seeded by (seed, index))."""
+    teacher_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype the teacher runs in."""
+    device: str = "auto"
+    """``auto`` (accelerate's device / cuda when present / cpu), or a torch device string."""
+    limit: int | None = None
+    """Use only the first ``limit`` examples of the dataset (``None``: all)."""
+    workers: int = 1
+    """Local worker processes, each with its own teacher copy, writing every ``workers``-th shard."""
 
 
 @dataclass
@@ -208,10 +258,9 @@ class DistillConfig:
     """Optimization and logging."""
     method: str | None = None
     """Free label recorded in ``runs.jsonl`` (default: derived from mode and loss)."""
-    cache: dict[str, Any] = field(default_factory=dict)
-    """Settings of ``crossdistill cache`` (``output``, ``k``, ...; :class:`crossdistill.teacher.config.CacheConfig`,
-    checked by that command) so one recipe can build a cache and then train from it; training ignores them and reads
-    ``teacher.cache``."""
+    cache_build: CacheBuildConfig | None = None
+    """Settings of ``crossdistill cache`` (how to write a teacher cache), so one recipe can build a cache and then
+    train from it; training reads ``teacher.cache`` instead. ``None``: the recipe builds no cache."""
 
     @property
     def mode(self) -> str:
@@ -225,6 +274,14 @@ class DistillConfig:
         if self.data.train and (Path(self.data.train) / "manifest.json").exists():
             return "hard_label"
         return "sft"
+
+    def resolved_cache_build(self) -> CacheBuildConfig:
+        """:attr:`cache_build` (defaults when absent) with its empty ``teacher``, ``data`` and ``max_length`` taken
+        from ``teacher.model``, ``data.train`` and ``data.max_length``: what ``crossdistill cache`` runs with."""
+        section = self.cache_build if self.cache_build is not None else CacheBuildConfig()
+        teacher_model = self.teacher.model if self.teacher is not None else ""
+        return replace(section, teacher=section.teacher or teacher_model, data=section.data or self.data.train,
+                       max_length=section.max_length if section.max_length is not None else self.data.max_length)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -146,6 +146,28 @@ def _prefix_specials(tokenizer: Any) -> list[int]:
     return prefix
 
 
+def add_prefix_specials(tokenizer: Any, ids: Sequence[int]) -> tuple[list[int], int]:
+    """``(ids, n_added)``: the tokenizer's prefix specials put in front of ``ids`` unless ``ids`` already start with
+    them (a chat template that writes ``{{ bos_token }}`` must not get a second BOS).
+
+    This is the one rule for prompt prefixes: :func:`render` (training, scoring) and generation both use it, so a
+    model generates from exactly the prompt ids it was trained and scored on.
+    """
+    ids = list(ids)
+    prefix = _prefix_specials(tokenizer)
+    if prefix and ids[: len(prefix)] != prefix:
+        return prefix + ids, len(prefix)
+    return ids, 0
+
+
+def prompt_ids(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Token ids of ``prompt`` exactly as :func:`render` puts them before a completion (chat template, then the
+    prefix specials), without any ``max_length`` truncation."""
+    text, _ = render_prompt(tokenizer, prompt)
+    ids = _encode(tokenizer, text)[0] if text else []
+    return add_prefix_specials(tokenizer, ids)[0]
+
+
 def partition_spans(raw: Sequence[tuple[int, int]], length: int) -> list[tuple[int, int]]:
     """Turn raw (possibly overlapping, gapped) offsets into spans partitioning ``[0, length)`` (Span rule above).
 
@@ -238,12 +260,7 @@ def render(
         flags.add("no_chat_template")
 
     p_ids, _ = _encode(tokenizer, prompt_text) if prompt_text else ([], [])
-    prefix = _prefix_specials(tokenizer)
-    if prefix and p_ids[: len(prefix)] != prefix:
-        p_ids = prefix + p_ids
-        n_prefix = len(prefix)
-    else:
-        n_prefix = 0
+    p_ids, n_prefix = add_prefix_specials(tokenizer, p_ids)
 
     # Joint tokenization keeps SentencePiece from adding a dummy prefix to the completion.
     c_ids: list[int] = []

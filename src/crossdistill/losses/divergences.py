@@ -185,16 +185,21 @@ ALIASES: dict[str, str] = {
 }
 """Short names accepted by :func:`divergence` and configs."""
 
-PARAMS: dict[str, tuple[str, ...]] = {
-    "forward_kl": (),
-    "reverse_kl": (),
-    "generalized_jsd": ("beta",),
-    "skew_kl": ("alpha",),
-    "skew_reverse_kl": ("alpha",),
-    "tvd": (),
-    "adaptive_kl": ("alpha",),
+DEFAULTS: dict[str, dict[str, float]] = {
+    "forward_kl": {},
+    "reverse_kl": {},
+    "generalized_jsd": {"beta": 0.5},
+    "skew_kl": {"alpha": 0.1},
+    "skew_reverse_kl": {"alpha": 0.1},
+    "tvd": {},
+    "adaptive_kl": {"alpha": 0.5},
 }
-"""The keyword parameters each divergence accepts (checked before any tensor work)."""
+"""The keyword parameters each divergence accepts and their defaults (the one place they are set: the methods'
+typed parameters and the configs read them from here)."""
+
+METHOD_NAMES: dict[str, str] = {"jsd" if name == "generalized_jsd" else name: name for name in DIVERGENCES}
+"""``loss.name`` of each same-vocabulary method -> its divergence (``jsd`` is the recipes' name for the generalized
+JSD)."""
 
 
 def resolve(name: str, params: dict[str, float] | None = None) -> tuple[str, Divergence, dict[str, float]]:
@@ -208,10 +213,10 @@ def resolve(name: str, params: dict[str, float] | None = None) -> tuple[str, Div
         known = sorted(DIVERGENCES) + sorted(ALIASES)
         raise ValueError(f"unknown divergence {name!r}; choose one of {known}")
     params = dict(params or {})
-    extra = set(params) - set(PARAMS[canonical])
+    extra = set(params) - set(DEFAULTS[canonical])
     if extra:
         raise ValueError(
-            f"divergence {canonical!r} does not take parameter(s) {sorted(extra)}; it accepts {list(PARAMS[canonical])}"
+            f"divergence {canonical!r} does not take parameter(s) {sorted(extra)}; it accepts {list(DEFAULTS[canonical])}"
         )
     for key, value in params.items():
         _check_unit(key, value)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -303,22 +302,12 @@ def pinv_projector_init(projectors: DSKDProjectors, student_head: torch.Tensor, 
 
 def save_projectors(projectors: DSKDProjectors, path: str | os.PathLike) -> Path:
     """Write the projectors' state dict as safetensors, atomically (temp file + rename), with their dims."""
-    from safetensors.torch import save_file
+    from crossdistill.io import save_safetensors
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in projectors.state_dict().items()}
     meta = {"student_dim": str(projectors.student_dim), "teacher_dim": str(projectors.teacher_dim),
             "cross_attention": str(projectors.query is not None)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors(path, state, metadata=meta)
 
 
 def load_projectors(path: str | os.PathLike) -> DSKDProjectors:

@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from crossdistill.io import write_json
 from crossdistill.scaling.flops import SCENARIOS, Scenario, forward_flops_per_token
 from crossdistill.scaling.laws import (
     PAPER,
@@ -71,16 +70,6 @@ def _load_preset(args) -> LawPreset:
     sup = SupervisedCoefficients(**data["supervised"]) if "supervised" in data else PAPER.supervised
     dis = DistillationCoefficients(**data["distillation"]) if "distillation" in data else PAPER.distillation
     return LawPreset(name=str(path), supervised=sup, distillation=dis, description=f"fitted, from {path}")
-
-
-def _write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _emit(args, payload: dict, lines: list[str]) -> None:
@@ -159,7 +148,7 @@ def _cmd_fit(args) -> int:
             lines.append(f"  {key:<8} runs: {s['runs']:>4}   mean |rel err| {100 * s['mean_abs_rel_error']:.3f}%   "
                          f"max {100 * s['max_abs_rel_error']:.3f}%")
     if args.output:
-        _write_json(args.output, {name: r.coefficients.as_dict() for name, r in results.items()})
+        write_json(args.output, {name: r.coefficients.as_dict() for name, r in results.items()})
         lines.append(f"\ncoefficients written to {args.output} (use with --coefficients)")
     if args.plot:
         from crossdistill.scaling.plots import plot_fit

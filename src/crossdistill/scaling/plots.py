@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from crossdistill.io import atomic_path
 from crossdistill.scaling.flops import PAPER_SHAPE, ArchitectureShape, forward_flops_per_token
 from crossdistill.scaling.laws import PAPER, LawPreset, optimal_teacher_loss, student_loss, supervised_loss
 
@@ -31,16 +30,11 @@ def _pyplot():
 def _save(fig, out: str | Path) -> Path:
     """Atomic write: render to a temporary file in the target directory, then rename."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a plot is meant to be shared
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            # The temporary name ends in .tmp, so the format comes from the target's extension (png by default).
+            fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=130, bbox_inches="tight")
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         fig.clf()
     return out
 

@@ -2,11 +2,14 @@
 
 Examples (CPU)::
 
-    crossdistill cache recipes/cache.yaml output=outputs/cache k=32
+    crossdistill cache recipes/tiny_cache.yaml output=outputs/cache k=32
+    crossdistill cache teacher=path/to/teacher data=train.jsonl output=outputs/cache
     crossdistill cache-info outputs/cache --verify
 
-Rerunning ``cache`` with the same recipe resumes an interrupted run at the first incomplete shard; a complete cache
-is left as it is. Many GPUs: ``accelerate launch -m crossdistill cache RECIPE`` (each rank writes its own shards).
+``cache`` reads the recipe's ``cache_build:`` section (:class:`crossdistill.config.CacheBuildConfig`); a ``key=value``
+without a dot sets a ``cache_build`` field, a dotted one any recipe field (``data.max_length=64``). Rerunning ``cache``
+with the same recipe resumes an interrupted run at the first incomplete shard; a complete cache is left as it is.
+Many GPUs: ``accelerate launch -m crossdistill cache RECIPE`` (each rank writes its own shards).
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import sys
 def main_cache(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="crossdistill cache", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", nargs="?", help="YAML recipe (a cache recipe or a training recipe with cache:)")
-    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. k=64 output=outputs/cache")
+    parser.add_argument("recipe", nargs="?", help="YAML recipe with a cache_build: section (a training recipe may "
+                        "hold one)")
+    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. k=64 output=outputs/cache (cache_build "
+                        "fields) or data.max_length=64")
     parser.add_argument("--workers", type=int, default=None, help="local worker processes (default: recipe, 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    from crossdistill.teacher.config import load_cache_config
+    from crossdistill.config import load_cache_build_config
     from crossdistill.teacher.writer import build_cache
 
     recipe, overrides = args.recipe, list(args.overrides)
@@ -34,8 +39,8 @@ def main_cache(argv: list[str]) -> int:
     if args.workers is not None:
         overrides.append(f"workers={args.workers}")
     try:
-        cfg = load_cache_config(recipe, overrides)
-    except (ValueError, FileNotFoundError) as err:
+        cfg = load_cache_build_config(recipe, overrides)
+    except ValueError as err:  # ConfigError: a missing recipe, a wrong type or range, a renamed section
         print(f"crossdistill cache: {err}", file=sys.stderr)
         return 2
     try:

@@ -16,17 +16,17 @@ from crossdistill.positions import shift_targets
 
 
 def load_tokenizer(name: str) -> Any:
-    """The teacher's fast tokenizer (``crossdistill.train.models.load_tokenizer``: GGUF files and Hub ids too)."""
+    """The teacher's fast tokenizer (``crossdistill.models.load_tokenizer``: GGUF files and Hub ids too)."""
     from crossdistill.config import ModelConfig
-    from crossdistill.train.models import load_tokenizer as _load
+    from crossdistill.models import load_tokenizer as _load
 
     return _load(ModelConfig(model=name), "teacher")
 
 
 def load_teacher(name: str, dtype: str = "float32", device: str | torch.device = "cpu") -> tuple[Any, Any]:
-    """``(model, tokenizer)`` through ``crossdistill.train.models`` (local directory, Hub id or GGUF), frozen."""
+    """``(model, tokenizer)`` through ``crossdistill.models`` (local directory, Hub id or GGUF), frozen."""
     from crossdistill.config import ModelConfig
-    from crossdistill.train.models import freeze_teacher, load_model
+    from crossdistill.models import freeze_teacher, load_model
 
     mc = ModelConfig(model=name, dtype=dtype)
     model = freeze_teacher(load_model(mc, "teacher", device))
@@ -93,14 +93,14 @@ def teacher_records(model: Any, tokenizer: Any, rendered: Sequence[Rendered], in
     """
     vocab = len(tokenizer)
     if k > vocab:
-        raise ValueError(f"cache.k = {k} exceeds the teacher vocabulary ({vocab} tokens); use k <= {vocab}")
+        raise ValueError(f"cache_build.k={k} exceeds the teacher vocabulary ({vocab} tokens); use k <= {vocab}")
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = collate_rendered(list(rendered), pad_id=pad if pad is not None else 0)
     targets, mask = shift_targets(batch["labels"])  # [B, T]: row j predicts token j + 1
     if mask.any() and int(targets[mask].max()) >= vocab:
         raise ValueError(f"a target id {int(targets[mask].max())} is beyond the teacher vocabulary ({vocab})")
-    from crossdistill.train.models import decoder_of
+    from crossdistill.models import decoder_of
 
     hidden = decoder_of(model)(input_ids=batch["input_ids"].to(device),
                               attention_mask=batch["attention_mask"].to(device)).last_hidden_state  # [B, T, H]

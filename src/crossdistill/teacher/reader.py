@@ -180,7 +180,7 @@ class CacheReader:
                      "objective (uld, gold_hybrid) instead"], what=f"teacher cache {self.path}")
         if k is not None and k > self.k:
             raise CacheError(f"the objective needs k = {k} but the cache at {self.path} holds k = {self.k}; lower k "
-                             "or rebuild the cache with a larger cache.k")
+                             "or rebuild the cache with a larger cache_build.k")
 
     # ------------------------------------------------------------------------------------------------- shards
     @property

@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from crossdistill import __version__
-from crossdistill.manifest import (MANIFEST_NAME, Manifest, dataset_fingerprint, file_sha256, text_hash,
-                                   tokenizer_hash, vocab_hash, write_atomic)
+from crossdistill.version import __version__
+from crossdistill.config import CacheBuildConfig, validate_cache_build
+from crossdistill.io import sha256_file, write_bytes, write_text
+from crossdistill.manifest import MANIFEST_NAME, Manifest, dataset_fingerprint, text_hash, tokenizer_hash, vocab_hash
 from crossdistill.teacher.bitpack import bits_for
-from crossdistill.teacher.config import CacheConfig
 from crossdistill.teacher.format import FORMAT_VERSION, concat_examples, encode_shard, shard_name
 
 PLAN_NAME = ".plan.json"
@@ -48,14 +48,14 @@ def done_name(index: int) -> str:
     return shard_name(index).replace(".safetensors", ".done.json")
 
 
-def load_cache_examples(cfg: CacheConfig) -> list[dict[str, Any]]:
+def load_cache_examples(cfg: CacheBuildConfig) -> list[dict[str, Any]]:
     """Normalized examples (``crossdistill.data.load``), the same ones the fingerprint and training use."""
     from crossdistill.data.load import load_examples
 
     return load_examples(cfg.data, limit=cfg.limit)
 
 
-def plan_manifest(cfg: CacheConfig, tokenizer: Any, examples: list[dict[str, Any]]) -> Manifest:
+def plan_manifest(cfg: CacheBuildConfig, tokenizer: Any, examples: list[dict[str, Any]]) -> Manifest:
     """The manifest this run will produce, without the shard records."""
     vocab = len(tokenizer)
     num_shards = -(-len(examples) // cfg.examples_per_shard)
@@ -80,12 +80,12 @@ def _shard_complete(out: Path, index: int) -> dict[str, Any] | None:
     if not done.exists() or not shard.exists():
         return None
     record = json.loads(done.read_text())
-    if shard.stat().st_size != record["bytes"] or file_sha256(shard) != record["sha256"]:
+    if shard.stat().st_size != record["bytes"] or sha256_file(shard) != record["sha256"]:
         return None
     return record
 
 
-def prepare_output(cfg: CacheConfig, plan: Manifest) -> bool:
+def prepare_output(cfg: CacheBuildConfig, plan: Manifest) -> bool:
     """Create the output directory and check it against the plan. Returns True when the cache is already complete.
 
     Raises ``FileExistsError`` when the directory holds a cache or a partial cache of a different config.
@@ -95,20 +95,20 @@ def prepare_output(cfg: CacheConfig, plan: Manifest) -> bool:
         found = Manifest.read(out)
         differences = replace(found, files=[]).diff(plan, include_informational=False)
         if differences:
-            raise FileExistsError(f"cache.output = {str(out)!r} already holds a different cache ("
+            raise FileExistsError(f"cache_build.output={str(out)!r} already holds a different cache ("
                                   + "; ".join(differences) + "). Choose another output or delete it.")
         return True
     if (out / PLAN_NAME).exists():
         partial = Manifest.read(out / PLAN_NAME)
         differences = partial.diff(plan)
         if differences:
-            raise FileExistsError(f"cache.output = {str(out)!r} holds a partial cache of a different config ("
+            raise FileExistsError(f"cache_build.output={str(out)!r} holds a partial cache of a different config ("
                                   + "; ".join(differences) + "). Choose another output or delete the directory.")
-    write_atomic(out / PLAN_NAME, plan.to_json().encode())
+    write_text(out / PLAN_NAME, plan.to_json())
     return False
 
 
-def write_shards(cfg: CacheConfig, examples: list[dict[str, Any]], rank: int = 0, world: int = 1,
+def write_shards(cfg: CacheBuildConfig, examples: list[dict[str, Any]], rank: int = 0, world: int = 1,
                  device: str | torch.device = "cpu", progress: bool = True) -> int:
     """Write this rank's missing shards; return how many were written. Loads the teacher only if there is work."""
     from tqdm.auto import tqdm
@@ -149,15 +149,15 @@ def write_shards(cfg: CacheConfig, examples: list[dict[str, Any]], rank: int = 0
 
                 os.kill(os.getpid(), signal.SIGKILL)
             raise InjectedFailure(f"{FAIL_ENV}={fail_after}: simulated crash while writing shard {i}")
-        write_atomic(out / shard_name(i), blob)
+        write_bytes(out / shard_name(i), blob)
         record = {"name": shard_name(i), "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
                   "examples": [lo, hi], "tokens": sum(int(r["token_ids"].shape[0]) for r in records)}
-        write_atomic(out / done_name(i), json.dumps(record, sort_keys=True).encode())
+        write_text(out / done_name(i), json.dumps(record, sort_keys=True))
         written += 1
     return written
 
 
-def merge(cfg: CacheConfig, plan: Manifest) -> Manifest:
+def merge(cfg: CacheBuildConfig, plan: Manifest) -> Manifest:
     """After every rank finished: check every shard, write ``manifest.json`` (last), remove the scaffolding."""
     out = Path(cfg.output)
     num_shards = plan.extra["num_shards"]
@@ -178,13 +178,13 @@ def merge(cfg: CacheConfig, plan: Manifest) -> Manifest:
     return manifest
 
 
-def _worker(cfg: CacheConfig, examples: list[dict[str, Any]], rank: int, world: int, threads: int,
+def _worker(cfg: CacheBuildConfig, examples: list[dict[str, Any]], rank: int, world: int, threads: int,
             progress: bool) -> None:
     torch.set_num_threads(threads)
     write_shards(cfg, examples, rank, world, "cpu", progress=progress)
 
 
-def _resolve_device(cfg: CacheConfig, state: Any = None) -> torch.device:
+def _resolve_device(cfg: CacheBuildConfig, state: Any = None) -> torch.device:
     if cfg.device != "auto":
         return torch.device(cfg.device)
     if state is not None:
@@ -192,7 +192,7 @@ def _resolve_device(cfg: CacheConfig, state: Any = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_cache(cfg: CacheConfig, progress: bool = True) -> Manifest:
+def build_cache(cfg: CacheBuildConfig, progress: bool = True) -> Manifest:
     """Run the whole cache job (resuming what a previous run left) and return the final manifest.
 
     Under ``accelerate launch`` every process takes its share of shards and rank 0 merges; with ``cfg.workers > 1``
@@ -200,6 +200,7 @@ def build_cache(cfg: CacheConfig, progress: bool = True) -> Manifest:
     """
     from crossdistill.teacher.forward import load_tokenizer
 
+    validate_cache_build(cfg)  # settings built by hand (not by the config loaders) are checked before any work too
     examples = load_cache_examples(cfg)
     tokenizer = load_tokenizer(cfg.teacher)  # cheap; the model loads only if work remains
     plan = plan_manifest(cfg, tokenizer, examples)

@@ -77,11 +77,14 @@ def build_tokenizer(kind: str, vocab_size: int = 300) -> Tokenizer:
     return tok
 
 
-def save_tokenizer(kind: str, path: str | Path, vocab_size: int = 300, chat_template: str | None = None) -> Path:
+def save_tokenizer(kind: str, path: str | Path, vocab_size: int = 300, chat_template: str | None = None,
+                   bos_prefix: bool = False) -> Path:
     """Build a tokenizer of ``kind``, wrap it as a ``PreTrainedTokenizerFast`` and save it to ``path``.
 
     The ``bpe`` and ``wordpiece`` tokenizers get the ChatML template, ``unigram`` the turn template, unless
-    ``chat_template`` is given. Load it back with ``AutoTokenizer.from_pretrained(path)``.
+    ``chat_template`` is given. ``bos_prefix``: the post-processor puts ``<s>`` (the BOS token) before every text,
+    as Llama / Gemma tokenizers do, while the chat template does not write it; the BOS then comes only from the
+    tokenizer's prefix specials. Load it back with ``AutoTokenizer.from_pretrained(path)``.
     """
     from transformers import PreTrainedTokenizerFast
 
@@ -96,6 +99,11 @@ def save_tokenizer(kind: str, path: str | Path, vocab_size: int = 300, chat_temp
     else:
         special = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>")
         template = CHATML_TEMPLATE
+    if bos_prefix:
+        bos = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                            special_tokens=[("<s>", raw.token_to_id("<s>"))])
+        raw.post_processor = bos if raw.post_processor is None else processors.Sequence([raw.post_processor, bos])
+        special["bos_token"] = "<s>"
     fast = PreTrainedTokenizerFast(tokenizer_object=raw, **special)
     fast.chat_template = chat_template if chat_template is not None else template
     fast.save_pretrained(path)

@@ -21,6 +21,7 @@ import torch
 from crossdistill.config import OnPolicyConfig
 from crossdistill.data.dataset import RenderedDataset, collate_pair
 from crossdistill.data.render import IGNORE_INDEX, Rendered, render
+from crossdistill.models import generate
 
 
 def rollout_seed(seed: int, step: int, process: int, micro: int) -> int:
@@ -42,36 +43,18 @@ def step_is_on_policy(seed: int, step: int, lmbda: float) -> bool:
     return random.Random(f"crossdistill-onpolicy:{seed}:{step}").random() < lmbda
 
 
-@torch.no_grad()
-def sample(model: torch.nn.Module, prompts: list[list[int]], pad_id: int, eos_id: int | None,
-           cfg: OnPolicyConfig) -> list[tuple[list[int], bool]]:
-    """Sample one completion per prompt with HF ``generate`` at the SAMPLING temperature.
+def sample(model: torch.nn.Module, tok: Any, prompts: list[list[int]], cfg: OnPolicyConfig,
+           seed: int | None = None) -> list[tuple[list[int], bool]]:
+    """Sample one completion per prompt (rendered prompt ids, kept exactly) at the SAMPLING temperature.
+
+    With ``seed``, sampling runs under its own RNG state seeded by it (global RNG untouched), so a resumed run draws
+    the same samples as an uninterrupted one whatever else consumed random numbers before.
 
     Returns ``[(completion ids without padding, ended_with_eos)]``; an EOS, when sampled, is the last id.
     """
-    device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):  # left padding: generation continues right after the prompt
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        attn[i, width - len(p):] = 1
-    was_training = model.training
-    model.eval()
-    try:
-        out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=True,
-                             temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None,
-                             max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id)
-    finally:
-        model.train(was_training)
-    result = []
-    for row in out[:, width:].tolist():
-        if eos_id is not None and eos_id in row:
-            result.append((row[: row.index(eos_id) + 1], True))
-        else:
-            # No EOS: generate pads finished rows with pad_id only after EOS, so an unfinished row is all samples.
-            result.append((row, False))
-    return result
+    gens = generate(model, tok, prompts, max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                    temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, seed=seed)
+    return [(g.ids, g.ended) for g in gens]
 
 
 def _exact(prompt_ids: list[int], completion: list[int], base: Rendered) -> Rendered:
@@ -117,13 +100,7 @@ class Rollouts:
         tok = self.teacher_tok if sampler_is_teacher and self.teacher_tok is not None else self.student_tok
         base = [it.teacher if sampler_is_teacher and it.teacher is not None else it.student for it in items]
         prompts = [r.input_ids[: r.completion_start] for r in base]
-        if seed is None:
-            samples = sample(model, prompts, tok.pad_token_id, tok.eos_token_id, self.cfg)
-        else:
-            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                samples = sample(model, prompts, tok.pad_token_id, tok.eos_token_id, self.cfg)
+        samples = sample(model, tok, prompts, self.cfg, seed)
         self.stats["samples"] += len(samples)
         self.stats["ended"] += sum(e for _, e in samples)
         students: list[Rendered] = []

@@ -2,14 +2,13 @@
 
 Order (contract 9: cheap checks before expensive work): config validation -> tokenizers and pair checks -> data
 read, rendered and checked -> models loaded -> ``DistillTrainer.train`` -> student saved (HF format + manifest;
-DSKD objectives also write their trained projectors as ``projectors.safetensors`` beside it, never inside the
-student's weights) -> final validation -> one record appended to ``runs.jsonl``.
+a method with a saved state, e.g. DSKD's projectors, writes it beside the student, never inside the student's
+weights) -> final validation -> one record appended to ``runs.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import warnings
@@ -18,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crossdistill import models
 from crossdistill.config import ConfigError, DistillConfig
 from crossdistill.data.dataset import DistillCollator, RenderedDataset
 from crossdistill.data.load import DataError, load_examples
-from crossdistill.train import models
-from crossdistill.train.objectives import ObjectiveSpec, get_objective
+from crossdistill.io import append_line, write_text
+from crossdistill.methods import Method, cross_tokenizer_methods, get_method
 
 RESOLVED_CONFIG = "resolved_config.yaml"
 STUDENT_FORMAT_VERSION = 1
@@ -33,7 +33,7 @@ class Prepared:
     """Everything that exists before any weights load."""
 
     cfg: DistillConfig
-    spec: ObjectiveSpec
+    method: Method
     student_tok: Any
     teacher_tok: Any | None
     separate_teacher: bool
@@ -47,7 +47,7 @@ class Prepared:
     and the tokenizers here, before any model loads)."""
 
 
-def check_pair(cfg: DistillConfig, spec: ObjectiveSpec, student_tok: Any, teacher_tok: Any | None) -> bool:
+def check_pair(cfg: DistillConfig, method: Method, student_tok: Any, teacher_tok: Any | None) -> bool:
     """Tokenizer-level checks; returns whether the teacher needs its own rendering."""
     if teacher_tok is None:
         return False
@@ -55,18 +55,16 @@ def check_pair(cfg: DistillConfig, spec: ObjectiveSpec, student_tok: Any, teache
     # in normalizer / pre-tokenizer (transformers picks a tokenizer class from the model type), which only changes
     # how text is split; the teacher then scores the student's ids, which is what it does on-policy anyway.
     same_tok = student_tok.get_vocab() == teacher_tok.get_vocab()
-    uses_vocab = spec.needs_teacher and not spec.cross_tokenizer
+    uses_vocab = method.needs_teacher and not method.cross_tokenizer
     if uses_vocab and not same_tok:
-        from crossdistill.train.objectives import OBJECTIVES
-
-        cross = sorted(n for n, s in OBJECTIVES.items() if s.cross_tokenizer) or ["uld", "gold_hybrid"]
+        cross = cross_tokenizer_methods()
         raise ConfigError(
             f"loss.name={cfg.loss.name!r} compares the two vocabularies id by id, but the student tokenizer "
             f"({cfg.student.tokenizer or cfg.student.model}, {len(student_tok)} tokens) and the teacher tokenizer "
             f"({cfg.teacher.tokenizer or cfg.teacher.model}, {len(teacher_tok)} tokens) have different vocabularies; "
             f"use a cross-tokenizer objective (loss.name one of {cross}) or a teacher with the student's tokenizer")
     same_template = getattr(student_tok, "chat_template", None) == getattr(teacher_tok, "chat_template", None)
-    return spec.cross_tokenizer or not (same_tok and same_template)
+    return method.cross_tokenizer or not (same_tok and same_template)
 
 
 def _split(examples: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
@@ -78,11 +76,11 @@ def _split(examples: list[dict], fraction: float) -> tuple[list[dict], list[dict
 
 def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
     """Tokenizers, pair checks and rendered data; no model weights."""
-    spec = get_objective(cfg.loss.name)
+    method = get_method(cfg.loss.name)
     student_tok = models.load_tokenizer(cfg.student, "student")
     teacher_tok = models.load_tokenizer(cfg.teacher, "teacher") if cfg.teacher is not None and (
         cfg.teacher.model or cfg.teacher.tokenizer) else None
-    separate = check_pair(cfg, spec, student_tok, teacher_tok)
+    separate = check_pair(cfg, method, student_tok, teacher_tok)
     cache_path = cfg.teacher.cache if cfg.teacher is not None else None
     separate = separate and cache_path is None  # no teacher forward: the cache holds the teacher's rendering
     manifest = None
@@ -100,25 +98,29 @@ def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
         train_ex, eval_ex = _split(examples, cfg.data.eval_fraction)
     cached = None
     if cache_path is not None:
+        from crossdistill.teacher.reader import CacheError
         from crossdistill.teacher.source import CachedTeacher
 
         # ALL loaded examples: the cache's fingerprint covers the whole file and the train split is its prefix, so
         # RenderedDataset indices are cache indices. Raises ManifestMismatchError for another dataset / tokenizer.
-        # Cross-tokenizer objectives align by the cached character spans, so any student tokenizer goes.
-        cached = CachedTeacher(cache_path, examples=examples,
-                               student_tokenizer=None if spec.cross_tokenizer else student_tok,
-                               teacher_tokenizer=teacher_tok, policy=cfg.teacher.missing_mass)
+        # Cross-tokenizer methods align by the cached character spans, so any student tokenizer goes.
+        try:
+            cached = CachedTeacher(cache_path, examples=examples,
+                                   student_tokenizer=None if method.cross_tokenizer else student_tok,
+                                   teacher_tokenizer=teacher_tok, policy=cfg.teacher.missing_mass)
+        except CacheError as err:  # a missing or truncated shard: found before any weights load
+            raise ConfigError(f"teacher.cache={cache_path!r} is not a usable teacher cache: {err}") from None
     t_tok = teacher_tok if separate else None
     train = RenderedDataset(train_ex, student_tok, t_tok, cfg.data.max_length, "data.train", progress)
     evald = RenderedDataset(eval_ex, student_tok, t_tok, cfg.data.max_length, "data.eval", progress) if eval_ex \
         else None
-    if separate and spec.needs_teacher and not spec.cross_tokenizer:
+    if separate and method.needs_teacher and not method.cross_tokenizer:
         for i, it in enumerate(train.items):  # same tokenizer, other template: completions must tokenize alike
             s, t = it.student, it.teacher
             if s.input_ids[s.completion_start:] != t.input_ids[t.completion_start:]:
                 raise DataError(f"data.train example {i}: the completion tokenizes differently after the student's "
                                 "and the teacher's prompts; use a cross-tokenizer objective")
-    return Prepared(cfg, spec, student_tok, teacher_tok, separate, train, evald, manifest, cached)
+    return Prepared(cfg, method, student_tok, teacher_tok, separate, train, evald, manifest, cached)
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -155,13 +157,11 @@ def training_arguments(cfg: DistillConfig):
 
 
 def _write_resolved(cfg: DistillConfig) -> None:
-    from crossdistill.manifest import write_atomic
-
-    write_atomic(Path(cfg.train.output_dir) / RESOLVED_CONFIG, cfg.to_yaml().encode())
+    write_text(Path(cfg.train.output_dir) / RESOLVED_CONFIG, cfg.to_yaml())
 
 
 def _student_manifest(p: Prepared):
-    from crossdistill import __version__
+    from crossdistill.version import __version__
     from crossdistill.manifest import Manifest, dataset_fingerprint, text_hash, tokenizer_hash
 
     cfg = p.cfg
@@ -177,16 +177,8 @@ def _student_manifest(p: Prepared):
 
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single write + fsync (a reader never sees half a record)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Append ``record`` to the runs file as one canonical JSON line (a reader never sees half a record)."""
+    append_line(path, json.dumps(record, sort_keys=True, default=str))
 
 
 def runs_file(cfg: DistillConfig) -> Path:
@@ -229,7 +221,7 @@ def _run_training(cfg: DistillConfig, resume: bool, callbacks: list | None, prep
     student = models.load_model(cfg.student, "student")
     student = models.apply_lora(student, cfg.student)
     teacher = None
-    if cfg.teacher is not None and cfg.teacher.cache is None and (p.spec.needs_teacher or cfg.onpolicy.seq_kd
+    if cfg.teacher is not None and cfg.teacher.cache is None and (p.method.needs_teacher or cfg.onpolicy.seq_kd
                                                                   or p.eval is not None):
         teacher = models.freeze_teacher(models.load_model(cfg.teacher, "teacher", device=args.device))
     resume_from = last_complete_checkpoint(cfg.train.output_dir) if resume else None
@@ -240,7 +232,7 @@ def _run_training(cfg: DistillConfig, resume: bool, callbacks: list | None, prep
         model=student, args=args, train_dataset=p.train, eval_dataset=p.eval,
         data_collator=DistillCollator(p.student_tok.pad_token_id,
                                       p.teacher_tok.pad_token_id if p.separate_teacher else None),
-        callbacks=callbacks, spec=p.spec, dcfg=cfg, teacher=teacher, student_tok=p.student_tok,
+        callbacks=callbacks, method=p.method, dcfg=cfg, teacher=teacher, student_tok=p.student_tok,
         teacher_tok=p.teacher_tok, train_data=p.train, eval_data=p.eval, separate_teacher=p.separate_teacher,
         cached_teacher=p.cached_teacher)
     start = time.time()
@@ -280,32 +272,31 @@ def save_student(trainer, p: Prepared) -> None:
     if trainer.args.process_index == 0:
         p.student_tok.save_pretrained(out)
         _student_manifest(p).write(out)
-        if getattr(trainer, "xtok_state", None) is not None:
-            trainer.xtok_state.save(out)  # projectors.safetensors (atomic), a separate file from model.safetensors
+        state = getattr(trainer, "method_state", None)
+        if state is not None and state.file:
+            state.save(out)  # e.g. projectors.safetensors (atomic), a separate file from model.safetensors
     trainer.accelerator.wait_for_everyone()
 
 
 def batch_loss(p: Prepared, student: Any, teacher: Any | None, indices: list[int],
-               projectors_from: str | Path | None = None) -> float:
+               state_from: str | Path | None = None) -> float:
     """The training objective (weighted, normalized by the batch's own target count) of the training examples
     ``indices``, off-policy, without gradients: a fixed-batch probe for tests and benchmarks.
 
-    Objectives with per-run state (DSKD projectors) get it built as the trainer builds it at step 0; with
-    ``projectors_from`` (a run's output or checkpoint directory) the trained projectors are loaded from there."""
+    A method with per-run state (e.g. DSKD's projectors) gets it built as the trainer builds it at step 0; with
+    ``state_from`` (a run's output or checkpoint directory) the trained state is loaded from there."""
     import torch
 
-    from crossdistill.train.trainer import ObjectiveRunner
-    from crossdistill.train.xtok_objectives import build_objective_state
+    from crossdistill.train.trainer import MethodRunner, build_method_state
 
     collate = DistillCollator(p.student_tok.pad_token_id, p.teacher_tok.pad_token_id if p.separate_teacher else None)
     batch = collate([p.train[i] for i in indices])
-    runner = ObjectiveRunner(p.spec, p.cfg, teacher, p.student_tok, p.teacher_tok, cached=p.cached_teacher)
-    state = build_objective_state(p.spec.name, student, teacher, p.student_tok, p.teacher_tok,
-                                  {**p.spec.params, **p.cfg.loss.params})
+    state = build_method_state(p.method, p.cfg, student, teacher, p.student_tok, p.teacher_tok)
     if state is not None:
-        if projectors_from is not None:
-            state.load(projectors_from)
-        state.projectors.to(next(student.parameters()).device)
-        runner.extras["xtok_state"] = state
+        if state_from is not None:
+            state.load(state_from)
+        state.to(next(student.parameters()).device)
+    runner = MethodRunner(p.method, p.cfg, teacher, p.student_tok, p.teacher_tok, cached=p.cached_teacher,
+                          state=state)
     with torch.no_grad():
         return float(runner.objective(student, batch).loss)

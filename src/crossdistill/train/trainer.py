@@ -1,80 +1,46 @@
-"""``DistillTrainer``: a ``transformers.Trainer`` whose loss is a registered objective, normalized globally.
+"""``DistillTrainer``: a ``transformers.Trainer`` whose loss is a registered method's, normalized globally.
 
 What it changes in ``Trainer`` and why:
 
 * ``get_batch_samples`` (called once per optimizer step with all its micro-batches): makes the on-policy / SeqKD
   decision for the step (:func:`~crossdistill.train.onpolicy.step_is_on_policy`, same on every process), regenerates
   the completions, THEN counts the target tokens of the step over micro-batches and processes. Counting after the
-  rollouts is what makes generated tokens count (landscape.md §4.4: TRL PR #5653 counted before).
+  rollouts is what makes generated tokens count (counting before them would leave the rollouts' tokens out).
 * ``compute_loss``: one forward of the wrapped student (so DDP/FSDP hooks fire) that computes a single logit row;
-  the final hidden states are captured from the decoder and the objective computes its logits in chunks. Term sums
+  the final hidden states are captured from the decoder and the method computes its logits in chunks. Term sums
   are combined by :func:`crossdistill.losses.objective.combine_terms` with the global count, times the number of
   processes because DDP averages gradients.
 * ``evaluate``: validation cross-entropy (nats per target token) and bits per byte of the student and the teacher,
   each on its own rendering of the same completions.
 * ``log``: every loss term separately, and the loss of on-policy and off-policy steps separately.
-* DSKD projectors (``dskd``, ``dskd_cma``, ``dskd_eta``): the objective state is built once in ``__init__``
-  (:func:`~crossdistill.train.xtok_objectives.build_objective_state`), the projectors get their own optimizer param
-  group (``create_optimizer``), are saved as ``projectors.safetensors`` in every checkpoint BEFORE the trainer state
-  (so a checkpoint counted complete has them) and reloaded on resume (``train``). They are NOT a submodule of the
-  student (its HF weights stay the student's alone), so DDP does not see them: their gradients are averaged over
-  processes by an explicit all-reduce before gradient clipping (``_clip_grad_norm``), or before the optimizer step
-  when clipping is off, and cleared after each step; clipping covers student and projectors together, as in the
-  official DSKD code.
-  FSDP / DeepSpeed with DSKD are refused (their clipping and optimizer wrapping do not see extra parameters).
+* Method state (:attr:`crossdistill.methods.Method.state`, e.g. DSKD's projectors): built once in ``__init__``;
+  its parameters get their own optimizer param group (``create_optimizer``); it is saved in every checkpoint BEFORE
+  the trainer state (so a checkpoint counted complete has it) and reloaded on resume (``train``). It is NOT a
+  submodule of the student (the student's HF weights stay its own), so DDP does not see its parameters: their
+  gradients are averaged over processes by an explicit all-reduce before gradient clipping (``_clip_grad_norm``),
+  or before the optimizer step when clipping is off, and cleared after each step; clipping covers student and state
+  together. FSDP / DeepSpeed with a parametric state are refused (their wrapping does not see extra parameters).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import math
 import os
 from collections import defaultdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from crossdistill.data.dataset import RenderedDataset, split_teacher
 from crossdistill.losses.objective import Objective, combine_terms
+from crossdistill.metrics import bits_per_byte, completion_bytes, per_row_ce
+from crossdistill.methods import Method, StateInputs, StepContext
+from crossdistill.models import base_model, head_info, hidden_states
 from crossdistill.positions import count_targets, shift_targets
-from crossdistill.train.models import decoder_of, head_info
-from crossdistill.train.objectives import ObjectiveSpec, StepContext
 from crossdistill.train.onpolicy import Rollouts, rollout_seed, step_is_on_policy
 from crossdistill.train.progress import LossBar
-
-
-@contextlib.contextmanager
-def capture_hidden(model: torch.nn.Module):
-    """Capture the ``last_hidden_state`` (lm_head input) of ``model``'s decoder during the ``with`` block.
-
-    Yields a one-element list that holds the tensor after the forward. The hook lives only for one forward, so a
-    model can be wrapped (DDP, PEFT) or swapped without stale hooks.
-    """
-    box: list[torch.Tensor] = []
-
-    def hook(module, args, output):
-        box.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
-
-    handle = decoder_of(model).register_forward_hook(hook)
-    try:
-        yield box
-    finally:
-        handle.remove()
-
-
-def hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``[B, T, H]`` final hidden states from ONE call of ``model`` itself (so DDP/FSDP hooks fire) that computes a
-    single logit row instead of ``[B, T, V]``."""
-    with capture_hidden(model) as box:
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1,
-              use_cache=False)
-    if not box:
-        raise RuntimeError("the decoder hook captured nothing; is this a causal LM with get_decoder()?")
-    return box[-1]
 
 
 def realign_teacher_rows(teacher_hidden: torch.Tensor, mask: torch.Tensor, s_start: torch.Tensor,
@@ -88,32 +54,21 @@ def realign_teacher_rows(teacher_hidden: torch.Tensor, mask: torch.Tensor, s_sta
     return out
 
 
-def per_row_ce(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float,
-               vocab: int | None, labels: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``[B]`` summed cross-entropy (nats) of each row over its target positions, chunked over tokens."""
-    targets, mask = shift_targets(labels)
-    out = hidden.new_zeros(labels.shape[0], dtype=torch.float32)
-    rows, cols = mask.nonzero(as_tuple=True)
-    for s in range(0, rows.numel(), chunk):
-        r, c = rows[s:s + chunk], cols[s:s + chunk]
-        z = F.linear(hidden[r, c], weight, bias).float() * scale
-        if vocab:
-            z = z[:, :vocab]
-        out.index_add_(0, r, F.cross_entropy(z, targets[r, c], reduction="none"))
-    return out
+class MethodRunner:
+    """Turns a batch into a :class:`StepContext` and the method's :class:`Objective`; used by the trainer and by
+    anything that needs the training loss of a batch outside training (tests, benchmarks).
 
+    It never names a method: what it computes from the teacher follows the method's record (``teacher``,
+    ``cross_tokenizer``) and the teacher source (an online model, or a cache when ``cached`` is set)."""
 
-class ObjectiveRunner:
-    """Turns a batch into a :class:`StepContext` and the objective's :class:`Objective`; used by the trainer and by
-    anything that needs the training loss of a batch outside training (tests, benchmarks)."""
-
-    def __init__(self, spec: ObjectiveSpec, dcfg: Any, teacher: torch.nn.Module | None, student_tok: Any,
-                 teacher_tok: Any | None, cached: Any = None):
-        self.spec, self.dcfg, self.teacher = spec, dcfg, teacher
+    def __init__(self, method: Method, dcfg: Any, teacher: torch.nn.Module | None, student_tok: Any,
+                 teacher_tok: Any | None, cached: Any = None, state: Any = None):
+        self.method, self.dcfg, self.teacher = method, dcfg, teacher
+        self.params = method.parse_params(dcfg.loss.params)
+        self.state = state  # the method's per-run state (MethodState), built once by the trainer
         self.cached = cached  # a crossdistill.teacher.source.CachedTeacher: the teacher signal without a model
         self.student_tok, self.teacher_tok = student_tok, teacher_tok or student_tok
-        self.weights = {**spec.default_weights, **dcfg.loss.weights}
-        self.extras: dict[str, Any] = {}  # objective state built once per run (e.g. a vocabulary map)
+        self.weights = {**method.default_weights, **dcfg.loss.weights}
 
     @torch.no_grad()
     def teacher_forward(self, batch: dict[str, torch.Tensor], logits: bool) -> torch.Tensor:
@@ -132,12 +87,11 @@ class ObjectiveRunner:
         ctx = StepContext(student_hidden=hidden, lm_head_weight=w, lm_head_bias=b, logit_scale=scale,
                           targets=targets, mask=mask, vocab_size=len(self.student_tok), batch=inputs,
                           student_tokenizer=self.student_tok, teacher_tokenizer=self.teacher_tok,
-                          temperature=lc.temperature, t2_scale=lc.t2_scale, chunk_tokens=lc.chunk_tokens,
-                          extras=self.extras)
-        if not self.spec.needs_teacher:
+                          temperature=lc.temperature, t2_scale=lc.t2_scale, chunk_tokens=lc.chunk_tokens)
+        if not self.method.needs_teacher:
             return ctx
-        if self.cached is not None:  # config validation admitted only objectives that read a sparse teacher
-            if self.spec.cross_tokenizer:
+        if self.cached is not None:  # config validation admitted only methods that read a sparse teacher
+            if self.method.cross_tokenizer:
                 xt = self.cached.cross_tokenizer(inputs["example_index"], inputs, mask)
                 ctx.teacher_signal, ctx.teacher_targets, ctx.teacher_mask = xt.signal, xt.targets, xt.mask
                 ctx.alignment, ctx.teacher_vocab_size = xt.alignment, self.cached.vocab_size
@@ -146,110 +100,122 @@ class ObjectiveRunner:
             return ctx
         tb = split_teacher(inputs)
         src = tb if tb is not None else inputs
-        if self.spec.teacher_input == "hidden":
+        ctx.teacher_vocab_size = len(self.teacher_tok)
+        if self.method.cross_tokenizer:  # the teacher's own rendering, its own positions
+            ctx.teacher_targets, ctx.teacher_mask = shift_targets(src["labels"])
+            ctx.teacher_batch = src
+        if self.method.teacher == "hidden":
             th = self.teacher_forward(src, logits=False).to(hidden.device)
-            if tb is not None:
+            if tb is not None and not self.method.cross_tokenizer:
                 th = realign_teacher_rows(th, mask, inputs["completion_start"], tb["completion_start"])
             tw, _, tscale = head_info(self.teacher)
             ctx.teacher_hidden, ctx.teacher_lm_head_weight = th, tw.to(hidden.device)
-            ctx.teacher_logit_scale, ctx.teacher_vocab_size = tscale, len(self.teacher_tok)
-        elif self.spec.teacher_input == "logits":
-            ctx.teacher_logits = self.teacher_forward(src, logits=True).to(hidden.device)
-            ctx.teacher_targets, ctx.teacher_mask = shift_targets(src["labels"])
-            ctx.teacher_batch = src
-            ctx.teacher_vocab_size = len(self.teacher_tok)
+            ctx.teacher_logit_scale = tscale
         else:
-            raise NotImplementedError(f"loss.name={self.spec.name!r} reads a teacher signal (teacher_input="
-                                      f"{self.spec.teacher_input!r}): set teacher.cache (server teachers are not "
-                                      "wired into the trainer yet)")
+            ctx.teacher_logits = self.teacher_forward(src, logits=True).to(hidden.device)
         return ctx
 
     def objective(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], count: Any = None) -> Objective:
         """The weighted, globally normalized loss of one micro-batch (``count``: the step's global target count;
         default this batch's own)."""
         ctx = self.context(model, inputs)
-        result = self.spec.fn(ctx, **{**self.spec.params, **self.dcfg.loss.params})
+        result = self.method.loss(ctx, self.params, self.state)
         if result.count != ctx.num_targets:
-            raise RuntimeError(f"objective {self.spec.name!r} reported {result.count} target positions, the batch "
+            raise RuntimeError(f"method {self.method.name!r} reported {result.count} target positions, the batch "
                                f"has {ctx.num_targets}: its sums would be normalized wrongly")
-        soft = self.spec.soft_terms
+        soft = self.method.soft_terms
         return combine_terms(result.terms, {k: self.weights.get(k, 0.0) for k in result.terms},
                              ctx.num_targets if count is None else count, temperature=self.dcfg.loss.temperature,
                              scale_soft_by_t2=self.dcfg.loss.t2_scale,
                              soft_terms=None if soft is None else [t for t in soft if t in result.terms])
 
 
-class _ProjectorGrads(TrainerCallback):
-    """Projector gradient bookkeeping the Trainer does only for the student: average over processes right before
-    the optimizer step when ``_clip_grad_norm`` did not already (``max_grad_norm=0``), and clear them after the
-    step (``Trainer`` calls ``model.zero_grad()``, which does not reach the projectors)."""
+def build_method_state(method: Method, dcfg: Any, student: torch.nn.Module, teacher: torch.nn.Module | None,
+                       student_tok: Any, teacher_tok: Any | None) -> Any:
+    """The method's per-run state (or ``None``), built from the unwrapped models, as the trainer does at step 0."""
+    if method.state is None:
+        return None
+    return method.state(StateInputs(base_model(student), base_model(teacher) if teacher is not None else None,
+                                    student_tok, teacher_tok or student_tok, method.parse_params(dcfg.loss.params)))
+
+
+class _StateGrads(TrainerCallback):
+    """Gradient bookkeeping the Trainer does only for the student, done for the method state's parameters:
+    average over processes right before the optimizer step when ``_clip_grad_norm`` did not already
+    (``max_grad_norm=0``), and clear them after the step (``Trainer`` calls ``model.zero_grad()``, which does not
+    reach them)."""
 
     def __init__(self, trainer: "DistillTrainer"):
         self.trainer = trainer
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self.trainer._sync_projector_grads()
+        self.trainer._sync_state_grads()
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        self.trainer._projectors_synced = False
-        for q in self.trainer._projector_params():
+        self.trainer._state_synced = False
+        for q in self.trainer._state_params():
             q.grad = None
+
+
+STATE_GROUP = "method_state"
+"""Name of the optimizer parameter group of the method state's parameters."""
 
 
 class DistillTrainer(Trainer):
     """Trainer for every crossdistill mode; see the module docstring."""
 
-    def __init__(self, *args: Any, spec: ObjectiveSpec, dcfg: Any, teacher: torch.nn.Module | None,
+    def __init__(self, *args: Any, method: Method, dcfg: Any, teacher: torch.nn.Module | None,
                  student_tok: Any, teacher_tok: Any | None, train_data: RenderedDataset,
                  eval_data: RenderedDataset | None, separate_teacher: bool, cached_teacher: Any = None,
                  **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.spec, self.dcfg = spec, dcfg
+        self.method, self.dcfg = method, dcfg
         self.teacher, self.student_tok, self.teacher_tok = teacher, student_tok, teacher_tok or student_tok
         self.train_data, self.eval_data = train_data, eval_data
         self.separate_teacher = separate_teacher
         self.loss_is_scaled_for_ga = True  # compute_loss divides by the global count itself
         self.model_accepts_loss_kwargs = False
-        self.runner = ObjectiveRunner(spec, dcfg, teacher, student_tok, teacher_tok, cached=cached_teacher)
+        self.method_state = self._build_state()
+        self.runner = MethodRunner(method, dcfg, teacher, student_tok, teacher_tok, cached=cached_teacher,
+                                   state=self.method_state)
         self.rollouts = Rollouts(train_data, student_tok, teacher_tok, dcfg.onpolicy, separate_teacher)
         self._step_count: torch.Tensor | None = None
         self._step_on_policy = False
         self._metric_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
         self._metric_steps: dict[str, int] = defaultdict(int)
-        self.xtok_state = self._build_xtok_state()
-        self._projectors_synced = False
+        self._state_synced = False
         if self.args.disable_tqdm is False and not dcfg.train.log_lines:
             self.remove_callback(ProgressCallback)
             self.add_callback(LossBar)
 
-    # ------------------------------------------------------------------------------------------- DSKD projectors
-    def _build_xtok_state(self):
-        from crossdistill.train.xtok_objectives import build_objective_state
-
-        state = build_objective_state(self.spec.name, self.model, self.teacher, self.student_tok, self.teacher_tok,
-                                      {**self.spec.params, **self.dcfg.loss.params})
+    # ------------------------------------------------------------------------------------------- method state
+    def _build_state(self):
+        state = build_method_state(self.method, self.dcfg, self.model, self.teacher, self.student_tok,
+                                   self.teacher_tok)
         if state is None:
             return None
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
-            raise NotImplementedError(f"loss.name={self.spec.name!r} trains projectors outside the student, which "
-                                      "FSDP / DeepSpeed do not wrap; run it with DDP or on one process")
-        state.projectors.to(self.args.device)
-        self.runner.extras["xtok_state"] = state
-        self.add_callback(_ProjectorGrads(self))
+        if state.parameters():
+            if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+                raise NotImplementedError(f"loss.name={self.method.name!r} trains parameters outside the student "
+                                          "(its method state), which FSDP / DeepSpeed do not wrap; run it with DDP "
+                                          "or on one process")
+            self.add_callback(_StateGrads(self))
+        state.to(self.args.device)
         return state
 
-    def _projector_params(self) -> list[torch.nn.Parameter]:
-        return self.xtok_state.projector_parameters() if self.xtok_state is not None else []
+    def _state_params(self) -> list[torch.nn.Parameter]:
+        return self.method_state.parameters() if self.method_state is not None else []
 
-    def _sync_projector_grads(self) -> None:
-        """All-reduce (mean, like DDP) the projector gradients once per optimizer step."""
-        if self._projectors_synced or self.xtok_state is None:
+    def _sync_state_grads(self) -> None:
+        """All-reduce (mean, like DDP) the state's gradients once per optimizer step. They are not a submodule of
+        the student (its HF weights stay the student's alone), so DDP does not see them."""
+        if self._state_synced or not self._state_params():
             return
-        self._projectors_synced = True
+        self._state_synced = True
         n = self.accelerator.num_processes
         if n <= 1:
             return
-        params = self._projector_params()
+        params = self._state_params()
         for q in params:  # a rank whose batch had no aligned token still takes part in the collective
             if q.grad is None:
                 q.grad = torch.zeros_like(q)
@@ -260,40 +226,40 @@ class DistillTrainer(Trainer):
             q.grad.copy_(g.view_as(q))
 
     def _clip_grad_norm(self, model):
-        if self.xtok_state is None:
+        if not self._state_params():
             return super()._clip_grad_norm(model)
-        self._sync_projector_grads()  # every rank must see the same norm, so the same clipping coefficient
-        return self.accelerator.clip_grad_norm_(itertools.chain(model.parameters(), self._projector_params()),
+        self._sync_state_grads()  # every rank must see the same norm, so the same clipping coefficient
+        # one norm over student and state together, as the official DSKD code clips
+        return self.accelerator.clip_grad_norm_(itertools.chain(model.parameters(), self._state_params()),
                                                 self.args.max_grad_norm)
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
-        if self.xtok_state is not None and not any(g.get("name") == "dskd_projectors"
-                                                   for g in optimizer.param_groups):
+        params = self._state_params()
+        if params and not any(g.get("name") == STATE_GROUP for g in optimizer.param_groups):
             # The scheduler is created after this (create_optimizer_and_scheduler), so it scales this group's
             # own initial lr by the same schedule as the student's groups.
-            optimizer.add_param_group({"params": self._projector_params(), "lr": self.xtok_state.projector_lr,
-                                       "weight_decay": self.args.weight_decay, "name": "dskd_projectors"})
+            optimizer.add_param_group({"params": params, "lr": self.method_state.lr or self.args.learning_rate,
+                                       "weight_decay": self.args.weight_decay, "name": STATE_GROUP})
         return optimizer
 
     def _save_checkpoint(self, model, trial):
-        if self.xtok_state is not None and self.args.should_save:
+        if self.method_state is not None and self.method_state.file and self.args.should_save:
             # before super(): it writes trainer_state.json last, which marks the checkpoint complete
             out = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            self.xtok_state.save(out)
+            self.method_state.save(out)
         super()._save_checkpoint(model, trial)
 
     def train(self, resume_from_checkpoint=None, *args: Any, **kwargs: Any):
         ckpt = resume_from_checkpoint
         if ckpt is True:
             ckpt = get_last_checkpoint(self.args.output_dir)
-        if self.xtok_state is not None and isinstance(ckpt, (str, os.PathLike)):
-            from crossdistill.train.xtok_objectives import PROJECTOR_FILE
-
-            if not os.path.isfile(os.path.join(ckpt, PROJECTOR_FILE)):
-                raise FileNotFoundError(f"resume: checkpoint {ckpt} has no {PROJECTOR_FILE} for loss.name="
-                                        f"{self.spec.name!r}; it was not written by a DSKD run of this config")
-            self.xtok_state.load(ckpt)
+        state = self.method_state
+        if state is not None and state.file and isinstance(ckpt, (str, os.PathLike)):
+            if not os.path.isfile(os.path.join(ckpt, state.file)):
+                raise FileNotFoundError(f"resume: checkpoint {ckpt} has no {state.file} for loss.name="
+                                        f"{self.method.name!r}; it was not written by a run of this method")
+            state.load(ckpt)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------------- step assembly
@@ -380,7 +346,7 @@ class DistillTrainer(Trainer):
             _, m = shift_targets(batch["labels"])
             rows["s_n"].append(m.sum(1).float())
             items = [data.items[int(i)] for i in batch["example_index"].tolist()]
-            nbytes = [len(it.completion[: it.student.covered].encode("utf-8")) for it in items]
+            nbytes = [completion_bytes(it.student) for it in items]
             rows["bytes"].append(torch.tensor(nbytes, dtype=torch.float32, device=h.device))
             if self.teacher is not None:
                 tb = split_teacher(batch) or batch
@@ -391,10 +357,11 @@ class DistillTrainer(Trainer):
                 rows["t_n"].append(shift_targets(tb["labels"])[1].sum(1).float().to(h.device))
         model.train(was_training)
         tot = {k: float(self.accelerator.gather_for_metrics(torch.cat(v)).sum()) for k, v in rows.items()}
+        nbytes = max(tot["bytes"], 1.0)  # bits_per_byte refuses 0 bytes; validation must still log a number
         out = {f"{prefix}_student_loss": tot["s_ce"] / max(tot["s_n"], 1.0),
-               f"{prefix}_student_bpb": tot["s_ce"] / (math.log(2) * max(tot["bytes"], 1.0))}
+               f"{prefix}_student_bpb": bits_per_byte(tot["s_ce"], nbytes)}
         if "t_ce" in tot:
             out[f"{prefix}_teacher_loss"] = tot["t_ce"] / max(tot["t_n"], 1.0)
-            out[f"{prefix}_teacher_bpb"] = tot["t_ce"] / (math.log(2) * max(tot["bytes"], 1.0))
+            out[f"{prefix}_teacher_bpb"] = bits_per_byte(tot["t_ce"], nbytes)
         out[f"{prefix}_loss"] = out[f"{prefix}_student_loss"]
         return out

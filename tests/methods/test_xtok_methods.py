@@ -1,10 +1,10 @@
-"""MultiLevelOT, CDM and DSKD objectives, end to end on the tiny models with different tokenizers.
+"""MultiLevelOT, CDM and DSKD methods, end to end on the tiny models with different tokenizers.
 
 All train through the real trainer (``run_training``) for two steps. The DSKD variants also check that the trainer
-builds their projectors, trains them in their own param group, saves ``projectors.safetensors`` next to the student
+builds their projectors (the method state), trains them in their own param group, saves ``projectors.safetensors`` next to the student
 and in every checkpoint, and restores them on resume.
 
-Run: python -m pytest tests/train/test_xtok_objectives.py -q
+Run: python -m pytest tests/methods/test_xtok_methods.py -q
 """
 
 from __future__ import annotations
@@ -16,18 +16,19 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-import crossdistill.train.xtok_objectives as xo
+import crossdistill.methods.dskd as md
+from crossdistill import models
 from crossdistill.config import load_config
 from crossdistill.data.dataset import DistillCollator
 from crossdistill.testing.faults import Crash, CrashAt
-from crossdistill.train import models
-from crossdistill.train.objectives import get_objective
+from crossdistill.losses.dskd import DSKDProjectors, load_projectors
+from crossdistill.methods import StepContext, get_method
 from crossdistill.train.run import batch_loss, last_complete_checkpoint, prepare, run_training
-from crossdistill.train.trainer import ObjectiveRunner
+from crossdistill.train.trainer import STATE_GROUP, MethodRunner, build_method_state
 
 
 @pytest.mark.parametrize("loss", ["multilevel_ot", "multilevel_ot_official", "cdm"])
-def test_logit_objectives_train_through_the_trainer(tmp_path, overrides, loss):
+def test_logit_methods_train_through_the_trainer(tmp_path, overrides, loss):
     cfg = load_config(None, overrides(tmp_path / "run" / "out", f"loss.name={loss}", "train.max_steps=2",
                                       student="student_unigram"))
     p = prepare(cfg, progress=False)
@@ -54,11 +55,9 @@ class GroupProbe(TrainerCallback):
 
 def _fresh_state(cfg, p, loss):
     """The projector state exactly as the trainer builds it at step 0 (seeded init; pinv init for ETA)."""
-    spec = get_objective(loss)
     student = models.load_model(cfg.student, "student")
     teacher = models.freeze_teacher(models.load_model(cfg.teacher, "teacher"))
-    return xo.build_objective_state(loss, student, teacher, p.student_tok, p.teacher_tok,
-                                    {**spec.params, **cfg.loss.params}), student, teacher
+    return build_method_state(get_method(loss), cfg, student, teacher, p.student_tok, p.teacher_tok), student, teacher
 
 
 def _train_dskd(tmp_path, overrides, loss, student):
@@ -78,29 +77,29 @@ def _train_dskd(tmp_path, overrides, loss, student):
 
     # the projectors trained in their own param group, with their own lr, scheduled like the student's groups
     assert len(probe.steps) == 2
-    shapes = [tuple(q.shape) for q in state0.projector_parameters()]
+    shapes = [tuple(q.shape) for q in state0.parameters()]
     for groups in probe.steps:
-        proj = [g for g in groups if g[0] == "dskd_projectors"]
+        proj = [g for g in groups if g[0] == STATE_GROUP]
         assert len(proj) == 1 and proj[0][3] == shapes
-        assert proj[0][2] == pytest.approx(state0.projector_lr) != cfg.train.learning_rate
-        student_groups = [g for g in groups if g[0] != "dskd_projectors"]
+        assert proj[0][2] == pytest.approx(state0.lr) != cfg.train.learning_rate
+        student_groups = [g for g in groups if g[0] != STATE_GROUP]
         assert student_groups and all(g[2] == pytest.approx(cfg.train.learning_rate) for g in student_groups)
         for g in student_groups:  # one schedule for all groups: same lr / initial_lr
             assert g[1] / g[2] == pytest.approx(proj[0][1] / proj[0][2])
 
     # projectors.safetensors next to the student (not in its weights), reloads, and differs from the step-0 init
-    path = out / xo.PROJECTOR_FILE
+    path = out / md.PROJECTOR_FILE
     assert path.is_file()
-    trained = xo.load_projectors(path).state_dict()
-    init = state0.state_dict()
+    trained = load_projectors(path).state_dict()
+    init = state0.projectors.state_dict()
     assert trained.keys() == init.keys()
     changed = [k for k in init if not torch.equal(init[k].cpu(), trained[k])]
     frozen = {n for n, q in state0.projectors.named_parameters() if not q.requires_grad}
     assert changed and set(changed) == set(init) - frozen, (changed, frozen)
     assert not any(k.startswith(("t2s", "s2t", "query")) for k in load_file(str(out / "model.safetensors")))
 
-    # the student reloads with AutoModelForCausalLM and the objective (with the trained projectors) went down
-    after = batch_loss(p, AutoModelForCausalLM.from_pretrained(out), teacher, fixed, projectors_from=out)
+    # the student reloads with AutoModelForCausalLM and the method's loss (with the trained projectors) went down
+    after = batch_loss(p, AutoModelForCausalLM.from_pretrained(out), teacher, fixed, state_from=out)
     assert math.isfinite(before) and after < before, (before, after)
     return state0, trained
 
@@ -117,7 +116,7 @@ def test_dskd_cma_trains_through_the_trainer_across_tokenizers(tmp_path, overrid
 def test_dskd_eta_trains_through_the_trainer_across_tokenizers(tmp_path, overrides):
     state0, trained = _train_dskd(tmp_path, overrides, "dskd_eta", "student_unigram")
     assert not state0.projectors.s2t.weight.requires_grad  # pinv-initialized and frozen (--init-s2t-projector)
-    torch.testing.assert_close(trained["s2t.weight"], state0.state_dict()["s2t.weight"].cpu(), atol=0, rtol=0)
+    torch.testing.assert_close(trained["s2t.weight"], state0.projectors.state_dict()["s2t.weight"].cpu(), atol=0, rtol=0)
 
 
 def test_dskd_eta_step_has_aligned_tokens(tmp_path, overrides):
@@ -125,8 +124,7 @@ def test_dskd_eta_step_has_aligned_tokens(tmp_path, overrides):
     cfg = load_config(None, overrides(tmp_path / "out", "loss.name=dskd_eta", student="student_unigram"))
     p = prepare(cfg, progress=False)
     state, student, teacher = _fresh_state(cfg, p, "dskd_eta")
-    runner = ObjectiveRunner(get_objective("dskd_eta"), cfg, teacher, p.student_tok, p.teacher_tok)
-    runner.extras["xtok_state"] = state
+    runner = MethodRunner(get_method("dskd_eta"), cfg, teacher, p.student_tok, p.teacher_tok, state=state)
     collate = DistillCollator(p.student_tok.pad_token_id, p.teacher_tok.pad_token_id)
     obj = runner.objective(student, collate([p.train[i] for i in range(4)]))
     assert float(obj.terms["aligned"]) > 0 and torch.isfinite(obj.loss)
@@ -144,7 +142,7 @@ def test_dskd_kill_and_resume_restores_projectors(tmp_path, overrides):
         run_training(cut, callbacks=[CrashAt(2)])
     ckpt = tmp_path / "cut" / "out" / "checkpoint-1"
     assert last_complete_checkpoint(cut.train.output_dir) == str(ckpt)
-    saved = ckpt / xo.PROJECTOR_FILE
+    saved = ckpt / md.PROJECTOR_FILE
     assert saved.is_file()
 
     saved.rename(ckpt / "moved")
@@ -153,8 +151,8 @@ def test_dskd_kill_and_resume_restores_projectors(tmp_path, overrides):
     (ckpt / "moved").rename(saved)
     run_training(cut, resume=True)
 
-    a = load_file(str(tmp_path / "full" / "out" / xo.PROJECTOR_FILE))
-    b = load_file(str(tmp_path / "cut" / "out" / xo.PROJECTOR_FILE))
+    a = load_file(str(tmp_path / "full" / "out" / md.PROJECTOR_FILE))
+    b = load_file(str(tmp_path / "cut" / "out" / md.PROJECTOR_FILE))
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
@@ -163,24 +161,21 @@ def test_dskd_kill_and_resume_restores_projectors(tmp_path, overrides):
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
     # the state's own load restores exactly what the checkpoint holds
-    state = xo.XtokState(xo.DSKDProjectors(1, 1), 1e-3)
-    state.projectors = xo.load_projectors(saved)
-    fresh = xo.XtokState(xo.DSKDProjectors(state.projectors.student_dim, state.projectors.teacher_dim), 1e-3)
+    expected = load_projectors(saved)
+    fresh = md.ProjectorState(DSKDProjectors(expected.student_dim, expected.teacher_dim), 1e-3)
     fresh.load(ckpt)
-    for k, v in state.state_dict().items():
-        assert torch.equal(v, fresh.state_dict()[k]), k
+    for k, v in expected.state_dict().items():
+        assert torch.equal(v, fresh.projectors.state_dict()[k]), k
 
 
 def test_dskd_without_state_or_hidden_is_a_clear_error():
-    from crossdistill.train.objectives import StepContext
-
     ctx = StepContext(student_hidden=torch.randn(1, 3, 4), lm_head_weight=torch.randn(7, 4),
                       targets=torch.zeros(1, 3, dtype=torch.long), mask=torch.ones(1, 3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="build_objective_state"):
-        xo.dskd_objective(ctx)
-    ctx.extras["xtok_state"] = xo.XtokState(xo.DSKDProjectors(4, 5), 1e-3)
+    method = get_method("dskd")
+    with pytest.raises(ValueError, match="projector state"):
+        method(ctx)
     with pytest.raises(ValueError, match="hidden states"):
-        xo.dskd_objective(ctx)
+        method(ctx, state=md.ProjectorState(DSKDProjectors(4, 5), 1e-3))
 
 
 @pytest.mark.multiprocess
@@ -215,7 +210,7 @@ def test_dskd_two_processes_match_one(tmp_path, overrides):
     assert len(one) == len(two) == 3
     for a, b in zip(one, two):
         assert a == pytest.approx(b, abs=1e-5)
-    p1 = load_file(str(tmp_path / "one" / "out" / xo.PROJECTOR_FILE))
-    p2 = load_file(str(tmp_path / "two" / "out" / xo.PROJECTOR_FILE))
+    p1 = load_file(str(tmp_path / "one" / "out" / md.PROJECTOR_FILE))
+    p2 = load_file(str(tmp_path / "two" / "out" / md.PROJECTOR_FILE))
     for k in p1:
         torch.testing.assert_close(p1[k], p2[k], atol=1e-5, rtol=0, msg=k)

@@ -1,5 +1,5 @@
-"""The ``uld`` and ``gold_hybrid`` training objectives on a real cross-tokenizer batch.
-Run: python -m pytest tests/align/test_align_objectives.py -q"""
+"""The ``uld`` and ``gold_hybrid`` methods on a real cross-tokenizer batch.
+Run: python -m pytest tests/methods/test_uld_gold_hybrid.py -q"""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from crossdistill.data.render import collate_rendered, render
+from crossdistill.errors import ConfigError
 from crossdistill.positions import shift_targets
 from crossdistill.losses.objective import combine_terms
-from crossdistill.train.objectives import StepContext, get_objective
+from crossdistill.methods import StepContext, get_method
 
 MESSAGES = [{"role": "user", "content": "Add 12 and 30."}]
 TEXTS = ["The answer is 42. 🚀", "日本語 e\u0301 42"]
@@ -39,11 +40,10 @@ def make_ctx(tokenizers, s_kind="bpe", t_kind="unigram", with_alignment=False):
                                                           "unmatched_weight": 0.5})])
 def test_objective_terms_and_gradients(tokenizers, tmp_path, monkeypatch, name, params):
     monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path))
-    spec = get_objective(name)
+    spec = get_method(name)
     assert spec.cross_tokenizer and spec.default_weights["ce"] == 1.0  # contract 10: CE on by default
-    assert set(params) <= set(spec.params)
     ctx, hidden, w, zt = make_ctx(tokenizers)
-    out = spec.fn(ctx, **params)
+    out = spec(ctx, params)
     assert out.count == ctx.num_targets
     assert all(torch.isfinite(v) for v in out.terms.values())
     combined = combine_terms(out.terms, spec.default_weights, out.count, soft_terms=spec.soft_terms)
@@ -55,7 +55,7 @@ def test_objective_terms_and_gradients(tokenizers, tmp_path, monkeypatch, name, 
 
 def test_same_tokenizer_pair_uld_is_finite_and_alignment_identity(tokenizers):
     ctx, *_ = make_ctx(tokenizers, "wordpiece", "wordpiece")
-    out = get_objective("uld").fn(ctx)
+    out = get_method("uld")(ctx)
     assert ctx.alignment.identity and torch.isfinite(out.terms["uld"])
 
 
@@ -63,15 +63,15 @@ def test_missing_inputs_error(tokenizers):
     ctx, *_ = make_ctx(tokenizers)
     ctx.batch = None
     with pytest.raises(ValueError, match="collate_rendered"):
-        get_objective("uld").fn(ctx)
+        get_method("uld")(ctx)
     ctx, *_ = make_ctx(tokenizers)
-    with pytest.raises(ValueError, match="variant"):
-        get_objective("uld").fn(ctx, variant="magic")
+    with pytest.raises(ConfigError, match=r"loss.params.variant='magic' is not allowed"):
+        get_method("uld")(ctx, {"variant": "magic"})
 
 
 def test_gold_one_to_one_only_keeps_exactly_the_1_to_1_groups(tokenizers, tmp_path, monkeypatch):
     """The filtered loss is the full loss minus the multi-token groups' part (the loss is a sum over groups)."""
-    from crossdistill.align.objectives import batch_alignment, one_to_one_groups
+    from crossdistill.methods.common import batch_alignment
     from crossdistill.align.spans import BatchAlignment
 
     monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path))
@@ -81,7 +81,7 @@ def test_gold_one_to_one_only_keeps_exactly_the_1_to_1_groups(tokenizers, tmp_pa
     nt = torch.bincount(al.teacher_groups, minlength=al.num_groups)
     one = (ns == 1) & (nt == 1)
     assert 0 < int(one.sum()) < al.num_groups  # the fixture has both kinds (emoji, accents)
-    kept = one_to_one_groups(al)
+    kept = al.one_to_one()
     assert kept.num_groups == int(one.sum()) and kept.student_rows.numel() == kept.num_groups
     assert kept.student_groups.tolist() == list(range(kept.num_groups)) == kept.teacher_groups.tolist()
     assert set(kept.student_rows.tolist()) == set(al.student_rows[one[al.student_groups]].tolist())
@@ -91,11 +91,11 @@ def test_gold_one_to_one_only_keeps_exactly_the_1_to_1_groups(tokenizers, tmp_pa
     sk, tk = multi[al.student_groups], multi[al.teacher_groups]
     rest = BatchAlignment(al.student_rows[sk], ids[al.student_groups[sk]], al.teacher_rows[tk],
                           ids[al.teacher_groups[tk]], int(multi.sum()), al.group_example[multi])
-    fn = get_objective("gold_hybrid").fn
+    fn = get_method("gold_hybrid")
     params = {"matched_weight": 1.0, "unmatched_weight": 0.5, "beta": 0.0}
-    full = fn(ctx, **params).terms["gold"]
-    only = fn(ctx, one_to_one_only=True, **params).terms["gold"]
+    full = fn(ctx, params).terms["gold"]
+    only = fn(ctx, {"one_to_one_only": True, **params}).terms["gold"]
     ctx.alignment = rest
-    other = fn(ctx, **params).terms["gold"]
+    other = fn(ctx, params).terms["gold"]
     torch.testing.assert_close(only + other, full, rtol=1e-5, atol=1e-5)
     assert 0 < only < full
