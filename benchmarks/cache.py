@@ -72,7 +72,7 @@ def bench_size(tokens_per_example: int, n_examples: int) -> str:
 
 
 def bench_format(tokens_per_example: int, n_examples: int, tmp: Path) -> str:
-    from crossdistill.teacher.reader import to_signal, CachedExample
+    from crossdistill.teacher.reader import CachedExample, to_signal
 
     rows = []
     vocab = 151_936
@@ -142,16 +142,16 @@ def bench_build(tmp: Path, teacher: Path, data: Path) -> tuple[str, dict]:
 
 def bench_training(tmp: Path, data: Path, tok_path: Path, student: Path, teachers: dict[str, Path], k: int,
                    steps: int) -> str:
-    from crossdistill.config import config_from_dict
+    from transformers import AutoModelForCausalLM
+
+    from crossdistill.config import cache_build_from_dict, config_from_dict
     from crossdistill.data.dataset import DistillCollator
     from crossdistill.data.load import load_examples
     from crossdistill.losses.signal import TeacherSignal
-    from crossdistill.config import cache_build_from_dict
     from crossdistill.teacher.source import CachedTeacher
     from crossdistill.teacher.writer import build_cache
     from crossdistill.train.run import prepare
     from crossdistill.train.trainer import MethodRunner
-    from transformers import AutoModelForCausalLM
 
     class TopK(MethodRunner):
         def context(self, model, inputs):

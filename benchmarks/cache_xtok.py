@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from crossdistill import demo, tasks
     from crossdistill.assets import convert_gguf, find_packaged_file
-    from crossdistill.evaluate import evaluate_models, load_pretrained
     from crossdistill.config import cache_build_from_dict
+    from crossdistill.evaluation import evaluate_models, load_pretrained
     from crossdistill.teacher.reader import CacheReader
     from crossdistill.teacher.writer import build_cache
 

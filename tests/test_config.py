@@ -67,10 +67,28 @@ def test_every_field_has_a_docstring():
     (["onpolicy.lmbda=0.5", "onpolicy.max_new_tokens=4"], r"on-policy steps need a teacher objective"),
     (["onpolicy.seq_kd=true", "onpolicy.max_new_tokens=4"], r"onpolicy.seq_kd=true needs a teacher"),
     (["data.max_length=1"], r"data.max_length=1 must be >= 2"),
+    (["cache.k=8"], r"config key 'cache' was renamed to 'cache_build' .*got cache=\{'k': 8\}: rename"),
+    (["cache_build.output=o", "cache_build.teacher=t", "cache_build.data=d", "cache_build.k=0"],
+     r"cache_build.k=0 must be >= 1"),
+    (["cache_build.support=dense"], r"cache_build.support='dense' is not allowed: choose one of \['topk', 'sampled'\]"),
 ])
 def test_validation_messages(extra, match):
     with pytest.raises(ConfigError, match=match):
         load(*extra)
+
+
+def test_cache_build_section_resolves_from_the_recipe_and_round_trips(tmp_path):
+    cfg = load("teacher.model=org/t", "data.train=d.jsonl", "data.max_length=64", "cache_build.output=c",
+               "cache_build.k=8")
+    assert cfg.cache_build.teacher == "" and cfg.cache_build.max_length is None  # as written in the recipe
+    resolved = cfg.resolved_cache_build()
+    assert (resolved.teacher, resolved.data, resolved.max_length, resolved.k) == ("org/t", "d.jsonl", 64, 8)
+    path = tmp_path / "resolved.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path, validate_paths=False).to_dict() == cfg.to_dict()
+    assert load().cache_build is None  # a recipe without the section builds no cache
+    # Training does not run the section, so it may lack what only `crossdistill cache` needs (here: a teacher).
+    assert load("cache_build.k=8").resolved_cache_build().teacher == ""
 
 
 def test_non_mapping_recipe(tmp_path):

@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"metrics"},
     {"teacher"},
     {"train"},
-    {"generate", "evaluate", "align_report"},
+    {"generation", "evaluation", "alignment_report"},
     {"demo_report"},
     {"demo"},
     {"api"},

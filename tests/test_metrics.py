@@ -90,7 +90,7 @@ def test_bits_per_byte_and_completion_bytes(tokenizers):
 
 def test_eval_and_validation_share_the_numbers(padded):
     """``crossdistill eval`` (forward_outputs) and training validation (per_row_ce) give the same NLL sums."""
-    from crossdistill.evaluate import forward_outputs
+    from crossdistill.evaluation import forward_outputs
 
     model, tok, batch, hidden, _ = padded
     records = [{"prompt": p, "completion": c} for p, c in EXAMPLES]

@@ -117,8 +117,8 @@ def spy_generate(model, monkeypatch) -> list[tuple[list[int], list[int]]]:
 def test_three_call_sites_generate_the_same_ids_from_the_same_prompt(bos_pair, monkeypatch):
     """``crossdistill generate``, on-policy rollouts and eval accuracy all generate from render()'s prompt ids (BOS
     included) and return the same completion for the same prompt under greedy decoding."""
-    from crossdistill.evaluate import generate_answers
-    from crossdistill.generate import generate_completions
+    from crossdistill.evaluation import generate_answers
+    from crossdistill.generation import generate_completions
     from crossdistill.train.onpolicy import sample
 
     model, tok = bos_pair

@@ -1,9 +1,12 @@
 """crossdistill: distill a large language model into a smaller one, across tokenizers.
 
-    from crossdistill import DistillConfig, distill, load_config
-    record = distill(load_config("recipes/tiny.yaml", ["loss.name=forward_kl"]))
+    import crossdistill as cd
+    record = cd.distill("recipes/tiny.yaml", ["loss.name=forward_kl", "onpolicy.lmbda=0"])
 
-Heavy modules (torch, transformers) load only when one of these names is first used.
+The public API lives in :mod:`crossdistill.api` (``distill``, ``generate``, ``build_cache``, ``evaluate``,
+``align_report``, the method registry: ``methods``, ``get_method``, ``register``, ``Method``) and is re-exported
+here. Heavy modules (torch, transformers) load only when one of these names is first used, so ``import
+crossdistill`` and the CLI's ``--help`` stay instant.
 """
 
 from __future__ import annotations
@@ -11,33 +14,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from crossdistill.version import __version__
-__all__ = ["DistillConfig", "distill", "load_config", "__version__"]
+
+API = ("DistillConfig", "Method", "align_report", "build_cache", "distill", "evaluate", "generate", "get_method",
+       "load_config", "methods", "register")
+__all__ = [*API, "__version__"]
 
 if TYPE_CHECKING:
-    from crossdistill.config import DistillConfig, load_config
-
-
-def distill(config: DistillConfig | str | None, overrides: list[str] | tuple[str, ...] = (), resume: bool = False
-            ) -> dict[str, Any]:
-    """Train the student described by ``config``: a :class:`DistillConfig`, a YAML recipe path, or ``None`` (the
-    defaults) — recipe and ``None`` take dotted ``key=value`` ``overrides``.
-
-    Returns the run record that was appended to ``runs.jsonl`` (sizes, tokens, validation losses, bits per byte).
-    """
-    from crossdistill.config import DistillConfig, load_config
-    from crossdistill.train.run import run_training
-
-    if not isinstance(config, DistillConfig):
-        config = load_config(config, list(overrides))
-    elif overrides:
-        raise ValueError("overrides: pass key=value overrides together with a recipe path, not with a DistillConfig "
-                         "(set the fields on the object instead)")
-    return run_training(config, resume=resume)
+    from crossdistill.api import (DistillConfig, Method, align_report, build_cache, distill, evaluate, generate,
+                                  get_method, load_config, methods, register)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DistillConfig", "load_config"):
-        from crossdistill import config
+    if name in API:
+        from crossdistill import api
 
-        return getattr(config, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'crossdistill' has no attribute {name!r}")

@@ -14,11 +14,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("crossdistill.demo", "the whole pipeline on a real small teacher, on a CPU, in minutes"),
     "train": ("crossdistill.train.cli", "distill (or fine-tune) a student from a YAML recipe"),
-    "generate": ("crossdistill.generate", "teacher generations -> dataset with manifest (hard labels, SeqKD)"),
+    "generate": ("crossdistill.generation", "teacher generations -> dataset with manifest (hard labels, SeqKD)"),
     "cache": ("crossdistill.teacher.cache_cli", "teacher top-k distributions -> sharded, verifiable cache"),
     "cache-info": ("crossdistill.teacher.cache_cli", "size, bytes per token, k, teacher and coverage of a cache"),
-    "eval": ("crossdistill.evaluate", "bits per byte, cross-entropy, teacher agreement, task accuracy"),
-    "align-report": ("crossdistill.align.report", "how well two tokenizers line up, before any training"),
+    "eval": ("crossdistill.evaluation", "bits per byte, cross-entropy, teacher agreement, task accuracy"),
+    "align-report": ("crossdistill.alignment_report", "how well two tokenizers line up, before any training"),
     "scaling": ("crossdistill.scaling.cli", "distillation scaling laws: predict | fit | plan | should-i-distill"),
 }
 

@@ -26,7 +26,7 @@ What it does, with no input beyond the installed ``demo`` extra:
    ``ce`` (ground-truth completions, no teacher), ``hard_label`` (the teacher's greedy answers, SeqKD-style),
    ``uld`` (CE + ULD sorted-L1 on aligned groups) and ``gold_hybrid`` (CE + GOLD's hybrid: forward KL on matched
    vocabulary columns; its sorted-L1 half on the rest is off, see :data:`GOLD_PARAMS`).
-6. **Evaluation** on the held-out set (:mod:`crossdistill.evaluate`): bits per byte, CE per token, agreement with
+6. **Evaluation** on the held-out set (:mod:`crossdistill.evaluation`): bits per byte, CE per token, agreement with
    the teacher over aligned groups, task accuracy by greedy generation — for the untrained student, every method
    and the teacher — printed as a table, written to ``report.md`` with plots (training CE curves, bpb per method)
    and ``results.json``.
@@ -235,7 +235,7 @@ def train_method(cfg_dict: dict[str, Any]) -> MethodRun:
 def generate_hard_labels(teacher: str, train: Path, out: Path, budget: DemoBudget, seed: int) -> Path:
     """The teacher's greedy answers to the training prompts (``crossdistill generate``)."""
     from crossdistill.config import config_from_dict
-    from crossdistill.generate import run_generate
+    from crossdistill.generation import run_generate
 
     cfg = config_from_dict({"student": {"model": teacher}, "teacher": {"model": teacher},
                             "data": {"train": str(train)},
@@ -298,7 +298,7 @@ def run_demo(out: Path, budget: DemoBudget, *, teacher: str | None = None,
     from crossdistill import tasks
     from crossdistill.config import ConfigError
     from crossdistill.demo_report import write_report
-    from crossdistill.evaluate import evaluate_models, format_table, load_pretrained
+    from crossdistill.evaluation import evaluate_models, format_table, load_pretrained
 
     if budget.task_style not in tasks.STYLES:
         raise ConfigError(f"task_style={budget.task_style!r}: choose from {list(tasks.STYLES)}")

@@ -81,7 +81,7 @@ def plot_bpb(results: dict[str, Any], path: Path) -> Path:
 def write_report(out: Path, summary: dict[str, Any], results: dict[str, Any], runs: dict[str, Any],
                  descriptions: dict[str, str]) -> Path:
     """``report.md`` + ``loss_curves.png`` + ``bpb.png`` under ``out``; returns the report path."""
-    from crossdistill.evaluate import format_table
+    from crossdistill.evaluation import format_table
 
     curves = plot_loss_curves(runs, out / "loss_curves.png")
     plot_bpb(results, out / "bpb.png")

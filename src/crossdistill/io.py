@@ -18,9 +18,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Literal, Mapping
+from typing import IO, Any, Literal
 
 FILE_MODE = 0o644
 """Mode of every file written here: :func:`tempfile.mkstemp` creates 0600, but artifacts are meant to be shared like

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from crossdistill.io import write_text
 
@@ -67,7 +68,7 @@ class Manifest:
         return json.dumps(asdict(self), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -80,7 +81,7 @@ class Manifest:
         return write_text(path, self.to_json())
 
     @classmethod
-    def read(cls, directory_or_file: str | Path) -> "Manifest":
+    def read(cls, directory_or_file: str | Path) -> Manifest:
         path = Path(directory_or_file)
         if path.is_dir():
             path = path / MANIFEST_NAME
@@ -88,7 +89,7 @@ class Manifest:
             raise FileNotFoundError(f"no manifest at {path}: the artifact is incomplete or was not made by crossdistill")
         return cls.from_dict(json.loads(path.read_text()))
 
-    def diff(self, expected: "Manifest | dict[str, Any]", *, include_informational: bool = False) -> list[str]:
+    def diff(self, expected: Manifest | dict[str, Any], *, include_informational: bool = False) -> list[str]:
         """Differences between this manifest (found) and ``expected``.
 
         Only fields (and dict keys) that ``expected`` sets are compared: ``None``, ``{}`` and missing keys mean
@@ -114,7 +115,7 @@ class Manifest:
                 out.append(f"{name}: artifact has {_short(got)}, expected {_short(want)}")
         return out
 
-    def check(self, expected: "Manifest | dict[str, Any]", what: str | None = None) -> None:
+    def check(self, expected: Manifest | dict[str, Any], what: str | None = None) -> None:
         """Raise :class:`ManifestMismatchError` naming every field that differs from ``expected``."""
         differences = self.diff(expected)
         if differences:

@@ -1,4 +1,4 @@
-"""The position contract (design.md contract 1), owned by exactly one function.
+"""The position contract (docs/design.md, contract 1), owned by exactly one function.
 
 Logits at position j predict token j+1. Every loss in crossdistill receives *targets* that are already shifted, so
 ``logits[:, j]`` is scored against ``targets[:, j]`` with no further slicing anywhere else.

@@ -20,7 +20,7 @@ ALPHABET = "abcde ▁Ġé日🙂"
 
 
 def ref_dtw(cost):
-    """methods.md §9 step 3, cell by cell: M[0,0] = 0, borders ∞, backtrack argmin(diag, up, left)."""
+    """CDM's weighted DTW, cell by cell: M[0,0] = 0, borders ∞, backtrack argmin(diag, up, left)."""
     n, m = len(cost), len(cost[0])
     inf = float("inf")
     acc = [[inf] * (m + 1) for _ in range(n + 1)]

@@ -8,7 +8,7 @@ from crossdistill.align.eta import eta_align, eta_token_strings
 
 
 def ref_two_pointer(T, S, t_eos=None, s_eos=None):
-    """methods.md §8.3, verbatim (strings already normalized)."""
+    """The ETA two-pointer walk written out plainly (strings already normalized)."""
     i = j = 0
     hist_t = hist_s = ""
     pairs = []

@@ -9,7 +9,7 @@ from crossdistill.align.merge import free_flags, group_log_scale, merge_logprobs
 
 
 def test_golden_observed_merge():
-    # methods.md §2.7 / §6.4: P(x0) = (0.6, 0.3, 0.1), P(actual x1) = 0.9 -> (0.54, 0.27, 0.09), sum 0.90
+    # docs/alignment.md §3: P(x0) = (0.6, 0.3, 0.1), P(actual x1) = 0.9 -> (0.54, 0.27, 0.09), sum 0.90
     probs = torch.tensor([[0.6, 0.3, 0.1], [0.05, 0.9, 0.05]], dtype=torch.float64)
     merged = merge_probs(probs, torch.tensor([0, 1]), "observed")
     torch.testing.assert_close(merged, torch.tensor([0.54, 0.27, 0.09], dtype=torch.float64))

@@ -1,4 +1,4 @@
-"""Divergences against golden numbers (methods.md §1.1, §2.7) and naive float64 references.
+"""Divergences against hand-computed golden numbers and naive float64 references.
 
 Run: python -m pytest tests/losses/test_divergences.py -q
 """
@@ -39,7 +39,7 @@ def test_golden_values(name, params, expected):
 
 
 def test_jsd_limits_and_endpoint_jump():
-    # JSD/β -> FKL and JSD/(1-β) -> RKL (methods.md §2.7), but the endpoints are the exact KLs: a jump in scale.
+    # JSD/β -> FKL and JSD/(1-β) -> RKL (docs/losses.md §1), but the endpoints are the exact KLs: a jump in scale.
     assert abs(float(divergence("jsd", Q.log(), P.log(), beta=0.1)) / 0.1 - 0.197118) < 1e-6
     assert abs(float(divergence("jsd", Q.log(), P.log(), beta=0.9)) / 0.1 - 0.208650) < 1e-6
     tiny = float(divergence("jsd", Q.log(), P.log(), beta=1e-6))

@@ -124,7 +124,7 @@ def test_empty_sequence_contributes_zero_and_gradients_are_finite():
 
 
 def naive_official(student_logits, teacher_logits, k, iters):
-    """Line-by-line restatement of the official DistillationLoss distillation terms (methods.md §7.3)."""
+    """Line-by-line restatement of the official DistillationLoss distillation terms."""
     def norm_softmax(z):
         return torch.softmax(z / (z.std(-1, keepdim=True) + 1e-4), -1)
 

@@ -1,4 +1,4 @@
-"""Objective: weights, T², global-count normalization (methods.md §1.2, §1.3).
+"""Objective: weights, T², global-count normalization (docs/losses.md §2).
 
 Run: python -m pytest tests/losses/test_objective.py -q
 """
@@ -10,7 +10,7 @@ import torch
 
 from crossdistill.losses import combine_terms, normalize
 
-# methods.md §1.3 toy example: per-token KL of two sequences, 3 and 2 valid targets, L_max = 4.
+# The toy example of docs/losses.md §2: per-token KL of two sequences, 3 and 2 valid targets, L_max = 4.
 KL = torch.tensor([[0.2, 0.4, 0.6, 0.9], [0.1, 0.3, 0.7, 0.8]], dtype=torch.float64)
 MASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
 

@@ -23,7 +23,7 @@ def naive_sorted_l1(p, q):
 
 
 def naive_official_uld(zs, zt, ls, lt, skip_s=True, skip_t=False):
-    """Literal port of the official DistillationLoss.forward steps (methods.md §5.2), per sample."""
+    """Literal port of the official DistillationLoss.forward steps, per sample."""
     losses = []
     for b in range(zs.shape[0]):
         def span(lab, skip):

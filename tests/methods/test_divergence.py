@@ -93,7 +93,7 @@ def test_all_masked_gives_zero_and_finite_grads():
 
 
 def test_split_batches_sum_to_whole_batch():
-    """Sums over micro-batches / the global count == the whole batch's mean (contract 2)."""
+    """Sums over micro-batches / the global count == the whole batch's mean (docs/design.md, contract 2)."""
     ctx = make_ctx(B=4)
     whole = get_method("forward_kl")(ctx)
     n = ctx.num_targets

@@ -41,7 +41,7 @@ def make_ctx(tokenizers, s_kind="bpe", t_kind="unigram", with_alignment=False):
 def test_objective_terms_and_gradients(tokenizers, tmp_path, monkeypatch, name, params):
     monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path))
     spec = get_method(name)
-    assert spec.cross_tokenizer and spec.default_weights["ce"] == 1.0  # contract 10: CE on by default
+    assert spec.cross_tokenizer and spec.default_weights["ce"] == 1.0  # CE on by default (safe defaults)
     ctx, hidden, w, zt = make_ctx(tokenizers)
     out = spec(ctx, params)
     assert out.count == ctx.num_targets

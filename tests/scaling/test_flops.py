@@ -1,9 +1,9 @@
 """FLOPs accounting: Eq. 69 and Eq. 9 / Table 2.
 
 The per-token forward-FLOPs column of the paper's Table 13 could not be retrieved (no copy of the table was
-reachable from the development machine), so F(N) is checked against (a) the σ1, σ2 constants stated in methods.md
-§10.6 and (b) an independent operation-by-operation count of the fixed-aspect-ratio model family the equation is
-derived from. No Table 13 values are used or invented here.
+reachable from the development machine), so F(N) is checked against (a) the σ1, σ2 values at the paper's shape
+(ρ = 128, ω = 12) and (b) an independent operation-by-operation count of the fixed-aspect-ratio model family the
+equation is derived from. No Table 13 values are used or invented here.
 
 Run: python -m pytest tests/scaling/test_flops.py -q
 """

@@ -1,4 +1,4 @@
-"""Scaling laws: methods.md §10.8 golden vectors, the naive reference formula, limits, U-shape, bad input.
+"""Scaling laws: golden vectors, the naive reference formula, limits, U-shape, bad input.
 
 Run: python -m pytest tests/scaling/test_laws.py -q
 """

@@ -58,7 +58,7 @@ def test_teacher_inference_overtrains_the_teacher():
 
 
 def test_paper_findings_on_who_wins():
-    # One student, teacher trained for it: supervised is preferable (§5 / methods.md §10.7).
+    # One student, teacher trained for it: supervised is preferable (Busbridge et al. 2025, §5).
     for C in (1e20, 1e24):
         assert should_distill(C, 1e9, "teacher-pretraining-inference").winner == "supervised"
     # Teacher already amortized: distillation wins at small compute, supervised catches up at large compute.

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from crossdistill.config import cache_build_from_dict
-from crossdistill.testing.tiny import CORPUS
 from crossdistill.teacher.writer import build_cache
+from crossdistill.testing.tiny import CORPUS
 
 
 def write_dataset(path: Path, n: int = 8, shift: int = 0) -> Path:
@@ -39,7 +39,7 @@ def make_cache(model_paths, cache_dataset, tmp_path_factory):
     def make(name: str, **settings):
         out = tmp_path_factory.mktemp("caches") / name
         base = dict(teacher=str(model_paths["teacher_bpe"]), data=str(cache_dataset), output=str(out), k=8,
-                    examples_per_shard=3, batch_size=2, max_length=2048)
+                    examples_per_shard=3, batch_size=2)
         cfg = cache_build_from_dict({**base, **settings})
         return cfg, build_cache(cfg, progress=False)
 

@@ -1,5 +1,5 @@
-"""``crossdistill cache`` / ``cache-info`` and the cache recipe. Run: python -m pytest tests/teacher/test_cache_cli.py -q
-"""
+"""``crossdistill cache`` / ``cache-info`` and the ``cache_build:`` recipe section.
+Run: python -m pytest tests/teacher/test_cache_cli.py -q"""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ import json
 import pytest
 
 from crossdistill.cli import main
-from crossdistill.config import (CacheBuildConfig, ConfigError, load_cache_build_config, load_config,
-                                validate_cache_build)
+from crossdistill.config import (
+    CacheBuildConfig,
+    ConfigError,
+    load_cache_build_config,
+    load_config,
+    validate_cache_build,
+)
 
 
 def test_cache_info_reports_size_k_teacher_coverage_tail(topk_cache, capsys):

@@ -131,7 +131,7 @@ def online_step(model_paths, student_same_vocab, cache_dataset):
 @pytest.mark.parametrize("policy", ["renormalize", "tail_bucket"])
 def test_loss_from_cache_equals_online_top_k(make_cache, online_step, cache_dataset, value_dtype, tol, policy):
     """The same student step scored against the cached signal and against the online teacher restricted to the same
-    top-k gives the same loss and gradient (design.md contract 4; normalized by the target count, contract 2)."""
+    top-k gives the same loss and gradient (docs/design.md, contract 4; normalized by the target count, contract 2)."""
     cfg, _ = make_cache(f"eq-{value_dtype}", value_dtype=value_dtype) if value_dtype != "fp16" else \
         make_cache("eq-fp16")
     tok, batch, student, t_logits = online_step  # the student shares the teacher's tokenizer

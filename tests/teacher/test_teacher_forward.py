@@ -36,7 +36,7 @@ def _naive_teacher(model_dir, data_path, max_length=2048):
         prompt, completion = prompt_messages(ex)
         r = render(tok, prompt or "", completion, max_length=max_length)
         with torch.no_grad():
-            logits = model(torch.tensor([r.input_ids])).logits[0, :, :vocab]  # padded heads sliced (contract 5)
+            logits = model(torch.tensor([r.input_ids])).logits[0, :, :vocab]  # padding columns sliced off
         logp = torch.log_softmax(logits.float(), -1)
         rows = [j for j in range(len(r.input_ids) - 1) if r.labels[j + 1] != -100]
         targets = torch.tensor([r.labels[j + 1] for j in rows], dtype=torch.long)
@@ -69,7 +69,7 @@ def test_round_trip_values_ids_spans(make_cache, model_paths, cache_dataset, val
 
 
 def test_padded_teacher_head_is_sliced(make_cache, model_paths, cache_dataset):
-    """Contract 5: a head with 7 padding rows gives the same cache as the real vocabulary (padding never stored)."""
+    """A padded head: 7 padding rows give the same cache as the real vocabulary (padding never stored)."""
     cfg, manifest = make_cache("padded", teacher=str(model_paths["teacher_bpe_padded"]), value_dtype="fp32")
     assert manifest.extra["vocab_size"] == len(AutoTokenizer.from_pretrained(model_paths["teacher_bpe_padded"]))
     reference = naive_teacher(model_paths["teacher_bpe_padded"], cache_dataset)

@@ -54,7 +54,7 @@ def test_soft_same_vocab(tmp_path, overrides):
 
 
 def test_hard_label_from_generated(tmp_path, overrides):
-    from crossdistill.generate import main as generate_main
+    from crossdistill.generation import main as generate_main
 
     gen_dir = tmp_path / "gen"
     recipe = tmp_path / "gen.yaml"

@@ -27,7 +27,7 @@ def cfg_of(overrides, tmp_path, *extra, **kw):
     (["onpolicy.lmbda=0.5", "loss.name=forward_kl"], r"needs a generation length: set onpolicy.max_new_tokens"),
     (["student.model=/no/such/model"], r"student.model='/no/such/model' does not exist"),
     (["teacher.model=./missing-teacher"], r"teacher.model='./missing-teacher' does not exist"),
-    (["loss.name=kl_forward"], r"loss.name='kl_forward' is not a registered objective; choose one of"),
+    (["loss.name=kl_forward"], r"loss.name='kl_forward' is not a registered method; choose one of"),
     (["loss.name=jsd", "loss.params={betta: 0.3}"], r"loss.params has unknown keys \['betta'\].*accepts \['beta'\]"),
     (["loss.weights={kd: 1, xyz: 2}", "loss.name=jsd"], r"loss.weights has unknown terms \['xyz'\]"),
     (["loss.temperature=0"], r"loss.temperature=0.0 must be > 0"),

@@ -1,4 +1,5 @@
-"""Contract 2: the loss of an optimizer step must not depend on how its global batch is split."""
+"""Normalization (docs/design.md, contract 2): the loss of an optimizer step must not depend on how its global batch
+is split."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Edit distances between token strings and weighted dynamic time warping, vectorized with NumPy (CDM, methods.md §9).
+"""Edit distances between token strings and weighted dynamic time warping, vectorized with NumPy (CDM's alignment step).
 
 Both dynamic programs are O(n·m) cells, but neither runs a Python loop per cell:
 

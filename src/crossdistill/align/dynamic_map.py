@@ -1,4 +1,4 @@
-"""CDM's contextual dynamic vocabulary map (methods.md §9 step 5), on top of an exact-match map.
+"""CDM's contextual dynamic vocabulary map (docs/cross_tokenizer_methods.md, CDM step 4), on an exact-match map.
 
 The map starts from a static teacher → student id map (:func:`crossdistill.align.vocab_map.build_vocab_map`: same
 token bytes; -1 = unmapped). At every aligned position, each *unmapped* teacher id among the teacher's top-k is

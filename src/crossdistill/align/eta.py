@@ -1,4 +1,4 @@
-"""DSKDv2 exact token alignment (ETA, methods.md §8.3): a greedy two-pointer walk over both token strings.
+"""DSKDv2 exact token alignment (ETA): a greedy two-pointer walk over both token strings.
 
 Only tokens with **identical strings that start at the same character offset** are paired. The walk keeps the text
 consumed so far on each side (``hist_t``, ``hist_s``) and advances the side that is behind; when both histories are

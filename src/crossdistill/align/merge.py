@@ -1,4 +1,4 @@
-"""Merging a multi-token group into one distribution by the chain rule, in log space (methods.md §6.4).
+"""Merging a multi-token group into one distribution by the chain rule, in log space (docs/alignment.md §3).
 
 A group covers tokens ``y_i .. y_{i+k}``, each predicted by one target row (row ``r_j`` predicts ``y_j``, the
 contract of :func:`crossdistill.positions.shift_targets`). One row keeps its full distribution (the *free* row);

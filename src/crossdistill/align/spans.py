@@ -5,7 +5,7 @@ every completion token in the shared completion text, spans partitioning ``compl
 zero-width span at the end). Only the END of each span matters: ends are non-decreasing, and a group closes exactly
 where both tokenizations share a boundary.
 
-Rule (the two-pointer walk of GOLD's ``_align_by_byte_offsets``, methods.md §6.2, on characters instead of bytes —
+Rule (the two-pointer walk of GOLD's ``_align_by_byte_offsets``, on characters instead of bytes —
 our span rule already gives every character to the token that completes it, so character boundaries are the only
 boundaries a token sequence can share): walk both sides; advance the side whose current token ends earlier; when
 both current tokens end at the same position, close a group on each side. Consequences:
@@ -90,7 +90,7 @@ def group_ids(student_spans: Spans, teacher_spans: Spans) -> tuple[np.ndarray, n
 
 
 def align_spans_reference(student_spans: Spans, teacher_spans: Spans) -> tuple[list[list[int]], list[list[int]]]:
-    """Literal two-pointer walk (methods.md §6.2); returns the groups as lists of token indices. For tests."""
+    """Literal two-pointer walk, one token at a time; returns the groups as lists of token indices. For tests."""
     es, et = _ends(student_spans).tolist(), _ends(teacher_spans).tolist()
     gs: list[list[int]] = []
     gt: list[list[int]] = []

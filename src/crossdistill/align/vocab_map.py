@@ -1,7 +1,7 @@
 """Vocabulary map between two tokenizers: teacher id -> student id of the token with the same text, or -1.
 
-Tokens are compared by their BYTES after undoing each family's encoding (methods.md §6.5 "vocabulary map", but
-across families, where GOLD compares raw token strings):
+Tokens are compared by their BYTES after undoing each family's encoding (like GOLD's vocabulary map, but across
+families, where GOLD compares raw token strings):
 
 * byte-level BPE (GPT-2 / Llama-3 / Qwen / SmolLM): every character is a stand-in for one byte (``Ġ`` = space);
 * SentencePiece / Metaspace: ``▁`` is a space; byte-fallback pieces ``<0xNN>`` are the byte NN (in every family);

@@ -9,9 +9,14 @@ loaded. Every error is a :class:`ConfigError` naming the field, the value and th
 section (how to write a teacher cache), completed from the recipe and checked by :func:`validate_cache_build`.
 """
 
-from crossdistill.config.parse import (apply_override, build, cache_build_from_dict, config_from_dict,
-                                       load_cache_build_config, load_config)
-from crossdistill.errors import ConfigError
+from crossdistill.config.parse import (
+    apply_override,
+    build,
+    cache_build_from_dict,
+    config_from_dict,
+    load_cache_build_config,
+    load_config,
+)
 from crossdistill.config.schema import (
     CacheBuildConfig,
     DataConfig,
@@ -25,6 +30,7 @@ from crossdistill.config.schema import (
     TrainConfig,
 )
 from crossdistill.config.validate import validate, validate_cache_build
+from crossdistill.errors import ConfigError
 
 __all__ = [
     "CacheBuildConfig",

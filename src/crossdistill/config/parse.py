@@ -8,9 +8,9 @@ from typing import Any
 import yaml
 
 from crossdistill.config.schema import RENAMED_SECTIONS, CacheBuildConfig, DistillConfig
+from crossdistill.config.validate import validate, validate_cache_build
 from crossdistill.errors import ConfigError
 from crossdistill.typed import build
-from crossdistill.config.validate import validate, validate_cache_build
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

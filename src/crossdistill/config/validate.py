@@ -4,7 +4,6 @@ teacher caches. Each error names the field, the value and the fix."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from crossdistill.config.schema import CacheBuildConfig, DistillConfig
 from crossdistill.errors import ConfigError
@@ -108,12 +107,17 @@ SAMPLED_MAX_K = 255
 """The sampled support stores per-id draw counts as uint8, so at most 255 draws fit."""
 
 
-def validate_cache_build(cb: CacheBuildConfig) -> None:
+def validate_cache_build(cb: CacheBuildConfig, require_inputs: bool = True) -> None:
     """Range checks of ``crossdistill cache``'s settings, completed by
     :meth:`~crossdistill.config.DistillConfig.resolved_cache_build` (its ``teacher``, ``data`` and ``max_length``
-    filled in from the recipe), so they fail before any model loads. Raises :class:`ConfigError`."""
+    filled in from the recipe), so they fail before any model loads. Raises :class:`ConfigError`.
+
+    ``require_inputs=False`` skips the check that ``teacher``, ``data`` and ``output`` are set: a training run that
+    carries the section without running it may leave them out (e.g. ``teacher.model`` dropped next to
+    ``teacher.cache``).
+    """
     missing = [name for name in ("teacher", "data", "output") if not getattr(cb, name)]
-    if missing:
+    if missing and require_inputs:
         raise ConfigError(f"cache_build is missing {missing}: set cache_build.output (the cache directory to write), "
                           "and cache_build.teacher / cache_build.data unless the recipe's teacher.model / data.train "
                           "give them (on the command line: " + " ".join(f"{m}=..." for m in missing) + ")")
@@ -186,8 +190,8 @@ def validate(cfg: DistillConfig, check_paths: bool = True) -> None:
         raise ConfigError(f"train.max_steps={t.max_steps} must be -1 (use num_epochs) or >= 1")
     if t.learning_rate < 0:
         raise ConfigError(f"train.learning_rate={t.learning_rate} must be >= 0")
-    if cfg.cache_build is not None:  # only `crossdistill cache` runs it, but a broken section is refused everywhere
-        validate_cache_build(cfg.resolved_cache_build())
+    if cfg.cache_build is not None:  # only `crossdistill cache` runs it, but an out-of-range value is refused anyway
+        validate_cache_build(cfg.resolved_cache_build(), require_inputs=False)
 
     if check_paths:
         _check_model_ref(cfg.student.model, "student.model")

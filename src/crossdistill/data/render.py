@@ -1,8 +1,8 @@
 """Render one example for one tokenizer: chat template, tokenization, labels and completion character spans.
 
-This is the first step of the data flow (design.md): every model renders the prompt with ITS OWN chat template, the
-completion is one text shared by both models, and every completion token records which characters of that text it
-covers, so :mod:`crossdistill.align` can pair student and teacher tokens by text.
+This is the first step of the data flow (docs/design.md, "One training step"): every model renders the prompt
+with ITS OWN chat template, the completion is one text shared by both models, and every completion token records
+which characters of that text it covers, so :mod:`crossdistill.align` can pair student and teacher tokens by text.
 
 API::
 
@@ -20,9 +20,9 @@ API::
     r.flags                # frozenset of strings, see FLAGS below
     batch = collate_rendered([r1, r2, ...], pad_id=tok.pad_token_id)   # dict of padded torch tensors
 
-Labels are NOT shifted here: ``crossdistill.positions.shift_targets`` owns the shift (contract 1). Completion token
-``c`` (0-based, EOS is the last one) sits at ``input_ids[completion_start + c]`` and is predicted by logit row
-``completion_start + c - 1``.
+Labels are NOT shifted here: ``crossdistill.positions.shift_targets`` owns the shift (docs/design.md, contract 1).
+Completion token ``c`` (0-based, EOS is the last one) sits at ``input_ids[completion_start + c]`` and is predicted by
+logit row ``completion_start + c - 1``.
 
 Tokenization rules
 ------------------

@@ -1,4 +1,4 @@
-"""CDM — Contextual Dynamic Mapping (Chen et al., Findings of ACL 2025, arXiv 2502.11104; methods.md §9).
+"""CDM — Contextual Dynamic Mapping (Chen et al., Findings of ACL 2025, arXiv 2502.11104).
 
 Per sequence (completion positions only; "base" = student, "blending" = teacher in the authors' code):
 
@@ -16,7 +16,7 @@ Per sequence (completion positions only; "base" = student, "blending" = teacher 
 6. **KD** = forward KL(p_T ‖ p_S) over the 2k gathered logits at ``kd_temperature`` (0.8), summed over groups.
    Recipe weight: 0.9·CE + 0.1·KD (``kd_alpha = 0.9``).
 
-Deviations from the reconstructed copy (methods.md §9 calls them quirks of the copy, not the method): the temperature
+Deviations from the reconstructed copy of the authors' code (quirks of that copy, not of the method): the temperature
 divides both sides, no T² inside (the trainer applies it if configured), the sum is over groups (the trainer
 divides by the global student target count) instead of a mean over all finite elements.
 

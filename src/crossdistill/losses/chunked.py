@@ -1,4 +1,4 @@
-"""Memory-bounded distillation loss: lm_head + CE + divergence over chunks of target tokens (performance.md A.3).
+"""Memory-bounded distillation loss: lm_head + CE + divergence over chunks of target tokens.
 
 :func:`fused_distill_loss` takes the student's final hidden states and lm_head weight instead of logits. It
 
@@ -13,9 +13,9 @@ Peak extra memory is a few ``[C, V]`` fp32 tiles plus the gradient buffers (``[M
 the same size as the gradients autograd would hold anyway): it does not grow with N. Backward only scales the
 stored gradients by the incoming ``grad_output`` of each term. Nothing flows to the teacher.
 
-Vocabulary padding (contract 5): both heads are sliced to ``vocab_size`` (default: the smaller head) after checking
-that no target id lies in the padding. :func:`distill_loss_from_logits` is the same computation for callers that
-already hold logits (no chunking).
+Vocabulary padding (docs/design.md, contract 5): both heads are sliced to ``vocab_size`` (default: the smaller
+head) after checking that no target id lies in the padding. :func:`distill_loss_from_logits` is the same computation
+for callers that already hold logits (no chunking).
 """
 
 from __future__ import annotations

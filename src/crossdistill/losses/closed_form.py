@@ -1,4 +1,4 @@
-"""Closed-form value and logit gradient for the common terms (performance.md A.1), no autograd graph.
+"""Closed-form value and logit gradient for the common terms, no autograd graph.
 
 Used by the chunked path: one pass per chunk produces the term's SUM and ``∂sum/∂z`` for the student logits ``z``,
 so no ``[C, V]`` autograd intermediates are kept. With p = softmax(z / τ):

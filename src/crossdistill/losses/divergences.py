@@ -1,11 +1,11 @@
-"""Per-position divergences between a student and a teacher distribution (methods.md §2).
+"""Per-position divergences between a student and a teacher distribution (docs/losses.md §1).
 
 Every function takes LOG-probabilities ``s_logp`` (student) and ``t_logp`` (teacher) of shape ``[..., V]`` over the
 same vocabulary and returns one value per position, shape ``[...]``. There is no reduction, no masking and no T²
 factor here: the objective (``crossdistill.losses.objective``) sums over target positions, divides by the global
-target count and applies T² (design.md contracts 2 and 3).
+target count and applies T² (docs/design.md, contracts 2 and 3: normalization, temperatures).
 
-Names follow methods.md §0: teacher = P = p_T, student = Q = p_S, natural log.
+Notation: teacher = P = p_T, student = Q = p_S, natural log.
 
 Zero-probability entries (``-inf`` log-probs) are allowed on either side: terms whose weight is an exact zero
 contribute exactly zero (``0 · log 0 = 0``), never NaN.
@@ -50,7 +50,7 @@ def _check_pair(s_logp: torch.Tensor, t_logp: torch.Tensor) -> None:
 
 
 def forward_kl(s_logp: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
-    """Forward KL(p_T‖p_S), mode-covering (methods.md §2.1).
+    """Forward KL(p_T‖p_S), mode-covering.
 
     Args:
         s_logp: ``[..., V]`` student log-probabilities.
@@ -64,13 +64,13 @@ def forward_kl(s_logp: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
 
 
 def reverse_kl(s_logp: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
-    """Reverse KL(p_S‖p_T), mode-seeking (methods.md §2.1). ``[..., V] -> [...]``."""
+    """Reverse KL(p_S‖p_T), mode-seeking. ``[..., V] -> [...]``."""
     _check_pair(s_logp, t_logp)
     return _kl(s_logp, t_logp)
 
 
 def generalized_jsd(s_logp: torch.Tensor, t_logp: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
-    """Generalized Jensen-Shannon divergence, TRL convention (methods.md §2.2).
+    """Generalized Jensen-Shannon divergence, TRL convention.
 
     ``beta`` is the TEACHER weight of the mixture M = β p_T + (1 − β) p_S, computed in log space; the loss is
     β·KL(p_T‖M) + (1 − β)·KL(p_S‖M). The endpoints are special-cased as TRL does: β = 0 returns the exact forward
@@ -97,7 +97,7 @@ def generalized_jsd(s_logp: torch.Tensor, t_logp: torch.Tensor, beta: float = 0.
 
 
 def skew_kl(s_logp: torch.Tensor, t_logp: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
-    """Skew KL, SKL(α) = KL(p_T ‖ α p_T + (1 − α) p_S) (DistiLLM; methods.md §2.3).
+    """Skew KL, SKL(α) = KL(p_T ‖ α p_T + (1 − α) p_S) (DistiLLM).
 
     The mixture contains the student and is NOT detached: the gradient flows through it. α = 0 is forward KL.
     ``[..., V] -> [...]``.
@@ -109,7 +109,7 @@ def skew_kl(s_logp: torch.Tensor, t_logp: torch.Tensor, alpha: float = 0.1) -> t
 
 
 def skew_reverse_kl(s_logp: torch.Tensor, t_logp: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
-    """Skew reverse KL, SRKL(α) = KL(p_S ‖ (1 − α) p_T + α p_S) (DistiLLM; methods.md §2.3).
+    """Skew reverse KL, SRKL(α) = KL(p_S ‖ (1 − α) p_T + α p_S) (DistiLLM).
 
     The mixture is not detached. α = 0 is reverse KL. ``[..., V] -> [...]``.
     """
@@ -120,7 +120,7 @@ def skew_reverse_kl(s_logp: torch.Tensor, t_logp: torch.Tensor, alpha: float = 0
 
 
 def tvd(s_logp: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
-    """Total variation distance ½ Σ_v |p_T(v) − p_S(v)| (methods.md §2.5). ``[..., V] -> [...]``.
+    """Total variation distance ½ Σ_v |p_T(v) − p_S(v)|. ``[..., V] -> [...]``.
 
     The gradient at p_T = p_S is torch's subgradient of |x| at 0, i.e. 0.
     """
@@ -129,7 +129,7 @@ def tvd(s_logp: torch.Tensor, t_logp: torch.Tensor) -> torch.Tensor:
 
 
 def adaptive_kl(s_logp: torch.Tensor, t_logp: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    """Adaptive KL (AKL, arXiv 2404.02657), exactly as methods.md §2.4.
+    """Adaptive KL (AKL, arXiv 2404.02657), as the paper defines it.
 
     Teacher probabilities are sorted ascending and the student's gathered in the same order; the tail is the set of
     lowest-probability teacher tokens whose cumulative teacher mass is ≤ α. With gap = |p_T − p_S|,
@@ -248,8 +248,8 @@ def divergence_from_logits(
 ) -> torch.Tensor:
     """Per-position divergence from raw logits at distillation temperature ``temperature``.
 
-    Both logits are divided by ``temperature`` and log-softmaxed in fp32 (methods.md §0). No T² factor here: the
-    objective applies it (contract 3).
+    Both logits are divided by ``temperature`` and log-softmaxed in fp32. No T² factor here: the
+    objective applies it (docs/design.md, contract 3: temperatures).
 
     Args:
         name: divergence name (see :func:`divergence`).

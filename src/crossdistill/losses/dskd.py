@@ -1,5 +1,5 @@
 """Dual-space knowledge distillation: DSKD (same vocabulary), DSKD-CMA (cross-model attention, different
-vocabularies) and DSKDv2-ETA (exact token alignment). methods.md §8.
+vocabularies) and DSKDv2-ETA (exact token alignment); docs/cross_tokenizer_methods.md describes all three.
 
 Each model's distribution is also produced in the OTHER model's representation space, through learnable projectors
 and the other model's frozen lm_head:
@@ -149,7 +149,7 @@ def dskd_cma_terms(
     divergence_params: dict[str, float] | None = None, student_vocab_size: int | None = None,
     teacher_vocab_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """DSKD with cross-model attention (different vocabularies), term sums (methods.md §8.2).
+    """DSKD with cross-model attention (different vocabularies), term sums.
 
     Args:
         student_hidden: ``[B, T_s, H_s]`` (grad). student_head: ``[V_s, H_s]``. student_embed: ``[V_s, H_s]`` input
@@ -217,7 +217,7 @@ def dskd_eta_terms(
     kd_divergence: str = "forward_kl", divergence_params: dict[str, float] | None = None,
     t2s_agreement: float = 1.0, student_vocab_size: int | None = None, teacher_vocab_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """DSKDv2 with exact token alignment, term sums over the P aligned pairs (methods.md §8.3).
+    """DSKDv2 with exact token alignment, term sums over the P aligned pairs.
 
     Args:
         student_hidden: ``[N_s, H_s]`` student hidden rows (grad). student_head: ``[V_s, H_s]``.

@@ -1,4 +1,4 @@
-"""GOLD's hybrid cross-tokenizer loss (TRL ``_compute_hybrid_uld_loss``; methods.md §6.5), on aligned groups.
+"""GOLD's hybrid cross-tokenizer loss (TRL ``_compute_hybrid_uld_loss``; docs/alignment.md), on aligned groups.
 
 For every aligned group (:mod:`crossdistill.align.spans`), student and teacher rows are merged by the chain rule
 (:mod:`crossdistill.align.merge`), then the vocabulary is split by the teacher -> student map
@@ -14,8 +14,9 @@ Weights: both ``matched_weight`` and ``unmatched_weight`` fixed, or neither (ada
 w_m = |matched| / |V_t|, w_u = 1 − w_m. With identical tokenizers every column is matched, w_m = 1 and the loss is
 exactly the generalized JSD over the whole vocabulary.
 
-Returns SUMS over groups (divide by the global target count outside; contract 2) and no cross-entropy: the objective
-adds the student CE with weight 1 by default (contract 10; GOLD's own default of 0 can wreck a student).
+Returns SUMS over groups (divide by the global target count outside; docs/design.md, contract 2) and no
+cross-entropy: the objective adds the student CE with weight 1 by default (docs/design.md, contract 10; GOLD's own
+default of 0 can wreck a student).
 
 A sparse teacher signal is expanded per chunk to a dense row: kept ids at their log-probs, the other ids at log 0
 (``renormalize``, kept entries renormalized) or at an even share of the tail mass (``tail_bucket``).
@@ -59,7 +60,7 @@ def _map_tensor(vocab_map: VocabMap | torch.Tensor | np.ndarray, v_t: int, v_s: 
     if m.numel() > v_t:
         raise ValueError(f"vocab_map has {m.numel()} teacher entries but the teacher logits have {v_t} columns; "
                          "build the map from the teacher's tokenizer")
-    if m.numel() < v_t:  # padded teacher head (contract 5): padding columns are unmatched
+    if m.numel() < v_t:  # padded teacher head: columns past the tokenizer's vocabulary are unmatched
         m = torch.cat([m, m.new_full((v_t - m.numel(),), -1)])
     if int(m.max()) >= v_s:
         raise ValueError(f"vocab_map points at student id {int(m.max())} >= student vocabulary {v_s}")

@@ -1,4 +1,4 @@
-"""MultiLevelOT (Cui et al., AAAI 2025, arXiv 2412.14528; methods.md §7): token-level and sequence-level optimal
+"""MultiLevelOT (Cui et al., AAAI 2025, arXiv 2412.14528): token-level and sequence-level optimal
 transport between a teacher and a student with different vocabularies.
 
 Paper version (canonical, ``reference_impl="paper"``), per sequence, with t / s the teacher / student probabilities
@@ -29,7 +29,8 @@ Implementation choices, stated because the paper leaves them open:
 
 All terms are SUMS over student positions (HAD/SL over paired positions); the caller divides by the global count.
 
-``reference_impl="official"`` reproduces the authors' code instead (methods.md §7.3): see :func:`official_terms`.
+``reference_impl="official"`` reproduces the authors' code (2018cx/Multi-Level-OT) instead: see
+:func:`official_terms`; docs/cross_tokenizer_methods.md lists where the two differ.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class MultiLevelOTConfig:
     student_candidates: int = 400
     """Student ids (by summed probability) that Q* may choose from; ≥ V_s makes it exact over the vocabulary."""
     reference_impl: Literal["paper", "official"] = "paper"
-    """``paper`` (canonical) or ``official`` (reproduces 2018cx/Multi-Level-OT, methods.md §7.3)."""
+    """``paper`` (canonical) or ``official`` (reproduces the authors' code, 2018cx/Multi-Level-OT)."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -252,7 +253,7 @@ def _official_probs(logits: torch.Tensor) -> torch.Tensor:
 
 def official_terms(student_logits: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor | TeacherSignal],
                    cfg: MultiLevelOTConfig) -> dict[str, torch.Tensor]:
-    """The official code's three distillation terms as BATCH values (methods.md §7.3), not sums.
+    """The official code's three distillation terms as BATCH values, not sums.
 
     ``had`` = mean over sequences of the per-position L1 mean; ``sl`` = KL_wo(teacher, student), a mean over all
     padded [B, L] positions of −Σ softmax(s^k)·log_softmax(t^k); ``sd`` = Σ_b 0.001·⟨P_b, C_b⟩ with a second softmax

@@ -1,10 +1,10 @@
-"""Combine named loss-term SUMS into one objective with a single global normalization (contracts 2 and 3).
+"""Combine named loss-term SUMS into one objective, normalized once globally (docs/design.md, contracts 2 and 3).
 
 Every loss in crossdistill returns a SUM over target positions. The objective multiplies each sum by its weight,
 multiplies soft-target terms by T² (switchable), and divides everything by the number of target positions of the
 whole optimizer step (across micro-batches and processes), clamped at 1 so an all-masked step gives 0, not NaN.
 Because the divisor is the GLOBAL count, summing the objectives of micro-batches gives exactly the objective of the
-whole batch (methods.md §1.2; §1.3 shows what goes wrong otherwise).
+whole batch; dividing each micro-batch by its own count does not (docs/losses.md §2 has a worked example).
 
 Example::
 
@@ -71,7 +71,7 @@ def combine_terms(
         num_targets: number of target positions in the whole optimizer step (all micro-batches, all processes);
             clamped at 1.
         temperature: the distillation temperature T of the soft terms.
-        scale_soft_by_t2: multiply soft terms by T² (Hinton et al.; methods.md §1.1). Default on.
+        scale_soft_by_t2: multiply soft terms by T² (Hinton et al.: soft-target gradients scale as 1/T²). Default on.
         soft_terms: names of the soft-target terms; default every name except ``ce``/``nll``.
 
     Returns:

@@ -1,4 +1,4 @@
-"""The teacher signal: one type for every teacher source (design.md contract 4).
+"""The teacher signal: one type for every teacher source (docs/design.md, contract 4).
 
 A :class:`TeacherSignal` holds the teacher's distribution at N positions, either
 
@@ -10,7 +10,7 @@ A :class:`TeacherSignal` holds the teacher's distribution at N positions, either
 with an explicit policy for the mass a sparse signal does not carry:
 
 * ``"renormalize"``: the teacher is the truncated distribution renormalized over the kept ids (zero elsewhere), and
-  the divergence is taken against the student's FULL distribution (Busbridge et al. Eq. 55; methods.md §10.7). With
+  the divergence is taken against the student's FULL distribution (Busbridge et al. 2025, Eq. 55). With
   k = 1 the forward KL is then the cross-entropy on the teacher's top token. Divergences that are infinite when the
   teacher has zero mass where the student has some (reverse KL, AKL, JSD at β = 1, SRKL at α = 0) are refused.
 * ``"tail_bucket"``: both sides become (k+1)-way distributions: the k kept ids plus one bucket holding the rest of the

@@ -6,7 +6,7 @@ The plan between two sets of positions (teacher rows, student columns) is
 
 with the potentials f, g updated alternately so that the rows sum to ``a`` and the columns to ``b``. Working on log
 potentials (two ``logsumexp`` per iteration) keeps fp32 stable for any ε; the plain-domain version divides by
-``exp(−C/ε)`` sums that underflow once C/ε exceeds ~87 (performance.md A.7).
+``exp(−C/ε)`` sums that underflow once C/ε exceeds ~87 (exp(−87) is about fp32's smallest normal number).
 
 Each iteration normalizes the rows first, then the columns (the order of the MultiLevelOT code), so after the last
 iteration the column marginals are exact and the row marginals carry the convergence error.

@@ -1,4 +1,4 @@
-"""Divergences against a sparse top-k teacher (design.md contract 4; policies in ``signal.py``).
+"""Divergences against a sparse top-k teacher (docs/design.md, contract 4: teacher signal; policies in ``signal.py``).
 
 The student is always dense (log-probs over its whole vocabulary, ``[N, V]``); the teacher is k kept ids with their
 log-probs plus the log of the tail mass. With k = V (nothing dropped) both policies give exactly the dense

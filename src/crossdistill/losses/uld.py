@@ -1,19 +1,19 @@
-"""ULD — Universal Logit Distillation (Boizard et al., arXiv 2402.12030; methods.md §5), positional and aligned.
+"""ULD — Universal Logit Distillation (Boizard et al., arXiv 2402.12030), positional and aligned.
 
 ULD compares the SORTED probability vectors of student and teacher (sorted-L1, the closed-form Wasserstein-1 under
 a uniform cost), so the two vocabularies need not match:  W1 = Σ_i |sort↓(s)_i − sort↓(t)_i|, the shorter vector
 zero-padded after sorting.
 
 * :func:`uld_positional` — the original: the k-th student answer token is compared with the k-th teacher answer
-  token, the longer answer truncated (official ``DistillationLoss.forward``, methods.md §5.2).
+  token, the longer answer truncated (the official ``DistillationLoss.forward``).
 * :func:`uld_aligned` — pairs groups of tokens that cover the same text (:mod:`crossdistill.align.spans`), multi-token
   groups merged by the chain rule (:mod:`crossdistill.align.merge`).
 
-Both return term SUMS over compared positions / groups (divide by the global target count outside; contract 2) and
-carry no cross-entropy: the objective adds the student CE with weight 1 by default (contract 10: sorted objectives
-alone carry no token identity and can wreck a student).
+Both return term SUMS over compared positions / groups (divide by the global target count outside; docs/design.md,
+contract 2) and carry no cross-entropy: the objective adds the student CE with weight 1 by default (docs/design.md,
+contract 10: sorted objectives alone carry no token identity and can wreck a student).
 
-Top-k sorting and its error bound (performance.md A.6). With ``top_k=k`` only the k largest entries of each side are
+Top-k sorting and its error bound. With ``top_k=k`` only the k largest entries of each side are
 sorted. Let S_k, T_k be the student / teacher mass outside their top k (merged vectors are unnormalized, so "mass"
 is the vector's sum). The returned value is
 
@@ -375,7 +375,7 @@ def uld_aligned(student_logits, teacher, alignment, student_targets=None, teache
 
 def answer_spans(labels: torch.Tensor, skip_eos: bool, ignore_index: int = IGNORE_INDEX
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Official ULD answer slicing (methods.md §5.2 steps 1–2): per row, ``start`` = end of the leading run of
+    """Official ULD answer slicing: per row, ``start`` = end of the leading run of
     ``ignore_index`` and ``size`` = number of other labels (minus 1 with ``skip_eos``). ``[B, T] -> ([B], [B])``."""
     valid = labels != ignore_index
     size = valid.sum(-1)
@@ -432,7 +432,7 @@ def uld_positional(
     reduction: str = "sum",
     chunk_groups: int = 512,
 ) -> ULDOutput:
-    """Original positional ULD, faithful to ``DistillationLoss.forward`` (methods.md §5.2) by default.
+    """Original positional ULD, faithful to the official ``DistillationLoss.forward`` by default.
 
     Args:
         student_logits: ``[B, T_s, V_s]`` UNSHIFTED student logits (model output), with grad.

@@ -152,6 +152,26 @@ class MethodState(Protocol):
     def load(self, directory: str | Path) -> None: ...
 
 
+class FixedState:
+    """Base of a state without parameters or files: maps precomputed from the tokenizers at every start (a
+    subclass is a dataclass holding them)."""
+
+    file: str | None = None
+    lr: float | None = None
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return []
+
+    def to(self, device: torch.device | str) -> FixedState:
+        return self
+
+    def save(self, directory: str | Path) -> None:
+        """Nothing to save: the state is rebuilt from the tokenizers."""
+
+    def load(self, directory: str | Path) -> None:
+        """Nothing to load: the state is rebuilt from the tokenizers."""
+
+
 @dataclass(frozen=True)
 class StateInputs:
     """What a method's state factory receives (models unwrapped from PEFT / DDP)."""
@@ -255,5 +275,5 @@ def require(ok: bool, where: str, value: Any, rule: str) -> None:
         raise ConfigError(f"{where}={value!r} {rule}")
 
 
-__all__ = ["Method", "MethodOutput", "MethodState", "NoParams", "Setup", "StateInputs", "StepContext",
+__all__ = ["FixedState", "Method", "MethodOutput", "MethodState", "NoParams", "Setup", "StateInputs", "StepContext",
            "TeacherInput", "params_dict", "require"]

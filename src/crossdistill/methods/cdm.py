@@ -10,7 +10,7 @@ import numpy as np
 from crossdistill.align.dynamic_map import DynamicVocabMap, vocab_strings
 from crossdistill.align.vocab_map import build_vocab_map
 from crossdistill.losses.cdm import DEFAULT_WEIGHTS, CDMConfig, cdm_terms
-from crossdistill.methods.base import Method, MethodOutput, StateInputs, StepContext, require
+from crossdistill.methods.base import FixedState, Method, MethodOutput, StateInputs, StepContext, require
 from crossdistill.methods.common import ce_sum, student_rows_per_example, teacher_rows_per_example
 
 
@@ -32,7 +32,7 @@ class CDMParams:
 
 
 @dataclass
-class CDMState:
+class CDMState(FixedState):
     """The growing vocabulary map and both vocabularies' strings (rebuilt, not saved: the map is a cache of
     matches, recomputed from the data on resume)."""
 
@@ -41,20 +41,6 @@ class CDMState:
     student_strings: np.ndarray
     zero_cost: frozenset = field(default_factory=frozenset)
     """(teacher EOS, student EOS): aligned at zero cost."""
-    file: str | None = None
-    lr: float | None = None
-
-    def parameters(self) -> list:
-        return []
-
-    def to(self, device) -> "CDMState":
-        return self
-
-    def save(self, directory) -> None:
-        pass
-
-    def load(self, directory) -> None:
-        pass
 
 
 def build_state(inputs: StateInputs) -> CDMState:

@@ -14,7 +14,7 @@ from crossdistill.align.merge import MergeStrategy
 from crossdistill.align.vocab_map import build_vocab_map
 from crossdistill.errors import ConfigError
 from crossdistill.losses.hybrid import gold_hybrid
-from crossdistill.methods.base import Method, MethodOutput, Setup, StateInputs, StepContext, require
+from crossdistill.methods.base import FixedState, Method, MethodOutput, Setup, StateInputs, StepContext, require
 from crossdistill.methods.common import (batch_alignment, ce_sum, side_temperatures, teacher_target_rows,
                                          teacher_targets_flat)
 
@@ -55,24 +55,10 @@ class GoldHybridParams:
 
 
 @dataclass
-class VocabMapState:
+class VocabMapState(FixedState):
     """The exact-string vocabulary map of the pair (nothing to train or save)."""
 
     vocab_map: Any
-    file: str | None = None
-    lr: float | None = None
-
-    def parameters(self) -> list:
-        return []
-
-    def to(self, device) -> "VocabMapState":
-        return self
-
-    def save(self, directory) -> None:
-        pass
-
-    def load(self, directory) -> None:
-        pass
 
 
 def check(setup: Setup) -> None:

@@ -112,7 +112,7 @@ def _check_positive_fields(obj) -> None:
             )
 
 
-# Table 6 point estimates (methods.md §10.3).
+# Busbridge et al. 2025, Table 6 point estimates.
 PAPER = LawPreset(
     name="busbridge2025",
     supervised=SupervisedCoefficients(E=1.220, A=3355.0, B=18186.0, alpha=0.408, beta=0.431, gamma=0.452),
@@ -158,7 +158,7 @@ def log_supervised_loss(log_n, log_d, c: SupervisedCoefficients) -> np.ndarray:
 
 
 def log_student_loss(log_ns, log_ds, log_lt, sup: SupervisedCoefficients, dis: DistillationCoefficients):
-    """log L_S(N_S, D_S, L_T) from logs of its arguments (Eq. 8 in the LSE form of §10.5). Broadcasts."""
+    """log L_S(N_S, D_S, L_T) from logs of its arguments (Eq. 8 in the log-sum-exp form the paper fits). Broadcasts."""
     log_lt = np.asarray(log_lt, dtype=np.float64)
     log_ls_tilde = log_supervised_loss(log_ns, log_ds, sup)
     z = (log_lt - log_ls_tilde - math.log(dis.d1)) / dis.f1

@@ -36,7 +36,7 @@ class LawSpec:
     param_names: tuple[str, ...]
     """Names of θ's entries, in order."""
     paper_grid: dict[str, tuple[float, ...]]
-    """The paper's grid of initializations (methods.md §10.5), per parameter."""
+    """The paper's grid of initializations, per parameter."""
     bounds: tuple[tuple[float, float], ...]
     """L-BFGS-B box per parameter; grid values outside it (e.g. exponents of 0) are clipped onto it."""
     predict_batch: Callable[[np.ndarray, dict], np.ndarray]

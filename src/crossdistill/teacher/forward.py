@@ -2,7 +2,7 @@
 
 Only completion positions are scored: the decoder runs once over the padded batch, the hidden states of target
 positions are compacted, and the lm_head runs on chunks of at most ``chunk_rows`` rows, so no ``[B, T, V]`` logits
-tensor is ever materialized (contract 7).
+tensor is ever materialized (docs/design.md, contract 7: memory).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def teacher_records(model: Any, tokenizer: Any, rendered: Sequence[Rendered], in
                                                 ("support_ids", "support_logprobs", "tail_logmass", "token_logprob",
                                                  "sample_counts")}
         for s in range(0, max(len(comp), 1), chunk_rows):
-            z = post(head(h[s:s + chunk_rows]).float())[:, :vocab]  # [c, V] real vocabulary only (contract 5)
+            z = post(head(h[s:s + chunk_rows]).float())[:, :vocab]  # [c, V] real vocabulary only: padded head rows cut
             logp = torch.log_softmax(z / temperature, dim=-1)
             if support == "topk":
                 vals, ids = logp.topk(k, dim=-1)  # sorted descending

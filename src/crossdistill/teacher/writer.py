@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
-from crossdistill.version import __version__
 from crossdistill.config import CacheBuildConfig, validate_cache_build
 from crossdistill.io import sha256_file, write_bytes, write_text
 from crossdistill.manifest import MANIFEST_NAME, Manifest, dataset_fingerprint, text_hash, tokenizer_hash, vocab_hash
 from crossdistill.teacher.bitpack import bits_for
 from crossdistill.teacher.format import FORMAT_VERSION, concat_examples, encode_shard, shard_name
+from crossdistill.version import __version__
 
 PLAN_NAME = ".plan.json"
 FAIL_ENV = "CROSSDISTILL_CACHE_FAIL_AFTER"

@@ -1,8 +1,8 @@
 """On-policy mixing (GKD λ) and SeqKD: replace a batch's completions with samples from the student or the teacher.
 
 The λ decision is a pure function of (seed, optimizer step): every process computes the same answer without any
-communication, and a resumed run makes the same decisions as an uninterrupted one (landscape.md §4.15: GKD's
-per-process coin flip lets ranks diverge).
+communication, and a resumed run makes the same decisions as an uninterrupted one (unlike GKD's
+per-process coin flip, which lets ranks diverge).
 
 Same-tokenizer pairs train on the exact sampled ids. Cross-tokenizer pairs need one shared completion text: the
 sample is decoded (``skip_special_tokens=False``) and BOTH models re-render prompt + text with their own template,

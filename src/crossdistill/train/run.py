@@ -1,9 +1,9 @@
 """Set up and run one training job from a validated :class:`~crossdistill.config.DistillConfig`.
 
-Order (contract 9: cheap checks before expensive work): config validation -> tokenizers and pair checks -> data
-read, rendered and checked -> models loaded -> ``DistillTrainer.train`` -> student saved (HF format + manifest;
-a method with a saved state, e.g. DSKD's projectors, writes it beside the student, never inside the student's
-weights) -> final validation -> one record appended to ``runs.jsonl``.
+Order (cheap checks before expensive work, docs/design.md, contract 9): config validation -> tokenizers and pair
+checks -> data read, rendered and checked -> models loaded -> ``DistillTrainer.train`` -> student saved (HF format +
+manifest; a method with a saved state, e.g. DSKD's projectors, writes it beside the student, never inside the
+student's weights) -> final validation -> one record appended to ``runs.jsonl``.
 """
 
 from __future__ import annotations

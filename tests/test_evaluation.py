@@ -1,4 +1,4 @@
-"""Evaluation metrics against hand computations. Run: python -m pytest tests/test_evaluate.py -q
+"""Evaluation metrics against hand computations. Run: python -m pytest tests/test_evaluation.py -q
 
 The "known model" is a GPT-2 whose every weight is zero except the final LayerNorm bias ``b`` and an untied lm_head
 ``W``: the residual stream stays 0, the final norm outputs ``b`` at every position, so the logits are the same vector
@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from crossdistill import evaluate as ev
+from crossdistill import evaluation as ev
 from crossdistill.data.render import render
 
 

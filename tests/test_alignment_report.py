@@ -1,4 +1,4 @@
-"""``crossdistill align-report`` on the tiny tokenizers. Run: python -m pytest tests/align/test_report.py -q"""
+"""``crossdistill align-report`` on the tiny tokenizers. Run: python -m pytest tests/test_alignment_report.py -q"""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from crossdistill.align.report import main
+from crossdistill.alignment_report import main
 
 
 def test_report_json_and_text(tokenizer_paths, tmp_path, monkeypatch, capsys):
