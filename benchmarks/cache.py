@@ -116,9 +116,9 @@ def write_dataset(path: Path, n: int) -> Path:
 
 
 def bench_build(tmp: Path, teacher: Path, data: Path) -> tuple[str, dict]:
+    from crossdistill import build_cache
     from crossdistill.config import cache_build_from_dict
     from crossdistill.teacher.reader import CacheReader
-    from crossdistill.teacher.writer import build_cache
 
     rows, caches = [], {}
     for k in (8, 32, 128):
@@ -144,12 +144,12 @@ def bench_training(tmp: Path, data: Path, tok_path: Path, student: Path, teacher
                    steps: int) -> str:
     from transformers import AutoModelForCausalLM
 
+    from crossdistill import build_cache
     from crossdistill.config import cache_build_from_dict, config_from_dict
     from crossdistill.data.dataset import DistillCollator
     from crossdistill.data.load import load_examples
     from crossdistill.losses.signal import TeacherSignal
     from crossdistill.teacher.source import CachedTeacher
-    from crossdistill.teacher.writer import build_cache
     from crossdistill.train.run import prepare
     from crossdistill.train.trainer import MethodRunner
 

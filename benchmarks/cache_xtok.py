@@ -33,12 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="work directory (default: a temporary one)")
     args = ap.parse_args(argv)
 
+    import crossdistill
     from crossdistill import demo, tasks
     from crossdistill.assets import convert_gguf, find_packaged_file
-    from crossdistill.config import cache_build_from_dict
     from crossdistill.evaluation import evaluate_models, load_pretrained
     from crossdistill.teacher.reader import CacheReader
-    from crossdistill.teacher.writer import build_cache
 
     budget = replace(demo.BUDGETS["full"], n_train=args.n_train, n_eval=args.n_eval, epochs=args.epochs)
     methods = [m for m in args.methods.split(",") if m]
@@ -59,9 +58,8 @@ def main(argv: list[str] | None = None) -> None:
 
         t0 = time.perf_counter()
         cache = out / f"cache-top{args.k}"
-        build_cache(cache_build_from_dict({"teacher": teacher, "data": str(paths["train"]), "output": str(cache),
-                                           "k": args.k, "max_length": demo.MAX_LENGTH}),
-                    progress=True)
+        crossdistill.build_cache({"teacher": teacher, "data": str(paths["train"]), "output": str(cache), "k": args.k,
+                                  "max_length": demo.MAX_LENGTH}, progress=True)
         build_s = time.perf_counter() - t0
         stats = CacheReader(cache).stats()
 

@@ -51,7 +51,8 @@ def main() -> None:
     rows.append(("distillation grid scoring, 216,000 x 400, factored (used)",
                  timed(lambda: DISTILLATION.grid_scores(pts, dis_data, 1e-4))))
     rows.append(("distillation grid scoring, 216,000 x 400, naive predict_batch",
-                 timed(lambda: [huber_value(DISTILLATION.predict_batch(pts[i:i + 10000], dis_data), dis_data["log_l"], 1e-4)
+                 timed(lambda: [huber_value(DISTILLATION.predict_batch(pts[i:i + 10000], dis_data),
+                                            dis_data["log_l"], 1e-4)
                                 for i in range(0, len(pts), 10000)])))
     with threadpool_limits(limits=1, user_api="blas"):
         rows.append(("distillation fit, 400 runs, paper grid, 48 starts",

@@ -48,8 +48,8 @@ class StepTimer(TrainerCallback):
 
 
 def run_crossdistill(paths, work: Path, steps: int, batch: int, lmbda: float, new_tokens: int) -> float:
+    import crossdistill
     from crossdistill.config import load_config
-    from crossdistill.train.run import run_training
 
     cfg = load_config(None, [
         f"student.model={paths['student']}", f"teacher.model={paths['teacher']}", f"data.train={paths['data']}",
@@ -64,7 +64,7 @@ def run_crossdistill(paths, work: Path, steps: int, batch: int, lmbda: float, ne
             holder["state"] = state
 
     timer = Grab(lambda: holder["state"].num_input_tokens_seen)
-    run_training(cfg, callbacks=[timer])
+    crossdistill.distill(cfg, callbacks=[timer], overwrite=True)
     return timer.tokens_per_s
 
 
@@ -102,9 +102,9 @@ def micro_step(paths, reps: int, batch: int) -> tuple[float, float]:
     (full logits of both models + ``GKDTrainer.generalized_jsd_loss``), interleaved, no Trainer around them."""
     from trl.experimental.gkd import GKDTrainer
 
+    from crossdistill import models
     from crossdistill.config import load_config
     from crossdistill.data.dataset import DistillCollator
-    from crossdistill import models
     from crossdistill.train.run import prepare
     from crossdistill.train.trainer import MethodRunner
 

@@ -40,7 +40,8 @@ def test_demo_smoke_on_tiny_models(tmp_path, model_paths, capsys):
     report = (out / "report.md").read_text()
     assert "Against the CE-only student" in report and "hard_label" in report
     # uld and gold_hybrid trained from the run's teacher cache (no teacher model); cdm ran the teacher online
-    assert summary["teacher_cache"] == str(out / "teacher_cache") and (out / "teacher_cache" / "manifest.json").is_file()
+    assert (summary["teacher_cache"] == str(out / "teacher_cache")
+            and (out / "teacher_cache" / "manifest.json").is_file())
     resolved = {m: (out / "students" / m / "resolved_config.yaml").read_text() for m in demo.METHODS}
     for method in demo.CACHED_METHODS:
         assert "teacher_cache" in resolved[method], method
@@ -80,8 +81,9 @@ def test_method_configs_are_valid(tmp_path, model_paths):
 
     data = tasks.write_split(tmp_path / "data", *tasks.make_split(4, 2, seed=0))
     for method in demo.METHODS:
-        cfg = demo.method_config(method, student=model_paths["student_unigram"], teacher=str(model_paths["teacher_bpe"]),
-                                 train=data["train"], generated=data["train"], out=tmp_path, budget=TINY, seed=0)
+        cfg = demo.method_config(method, student=model_paths["student_unigram"],
+                                 teacher=str(model_paths["teacher_bpe"]), train=data["train"],
+                                 generated=data["train"], out=tmp_path, budget=TINY, seed=0)
         parsed = config_from_dict(cfg)
         assert (parsed.teacher is None) == (method in ("ce", "hard_label"))
         assert parsed.teacher is None or parsed.teacher.cache is None  # no cache given: the teacher runs online

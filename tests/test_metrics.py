@@ -82,7 +82,7 @@ def test_bits_per_byte_and_completion_bytes(tokenizers):
         metrics.bits_per_byte(1.0, 0)
     tok = tokenizers["bpe"]
     full = render(tok, "Q: ", "café au lait")
-    assert metrics.completion_bytes(full) == len("café au lait".encode("utf-8")) == 13
+    assert metrics.completion_bytes(full) == len("café au lait".encode()) == 13
     cut = render(tok, "Q: ", "café au lait", max_length=len(full.input_ids) - 3)  # completion truncated
     assert "truncated" in cut.flags
     assert metrics.completion_bytes(cut) == len("café au lait"[: cut.covered].encode("utf-8")) < 13

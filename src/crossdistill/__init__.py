@@ -4,7 +4,7 @@
     record = cd.distill("recipes/tiny.yaml", ["loss.name=forward_kl", "onpolicy.lmbda=0"])
 
 The public API lives in :mod:`crossdistill.api` (``distill``, ``generate``, ``build_cache``, ``evaluate``,
-``align_report``, the method registry: ``methods``, ``get_method``, ``register``, ``Method``) and is re-exported
+``align_report``, the method registry: ``list_methods``, ``get_method``, ``register``, ``Method``) and is re-exported
 here. Heavy modules (torch, transformers) load only when one of these names is first used, so ``import
 crossdistill`` and the CLI's ``--help`` stay instant.
 """
@@ -15,17 +15,27 @@ from typing import TYPE_CHECKING, Any
 
 from crossdistill.version import __version__
 
-API = ("DistillConfig", "Method", "align_report", "build_cache", "distill", "evaluate", "generate", "get_method",
-       "load_config", "methods", "register")
-__all__ = [*API, "__version__"]
+__all__ = ["DistillConfig", "Method", "__version__", "align_report", "build_cache", "distill", "evaluate", "generate",
+           "get_method", "list_methods", "load_config", "register"]
 
 if TYPE_CHECKING:
-    from crossdistill.api import (DistillConfig, Method, align_report, build_cache, distill, evaluate, generate,
-                                  get_method, load_config, methods, register)
+    from crossdistill.api import (
+        DistillConfig,
+        Method,
+        align_report,
+        build_cache,
+        distill,
+        evaluate,
+        generate,
+        get_method,
+        list_methods,
+        load_config,
+        register,
+    )
 
 
 def __getattr__(name: str) -> Any:
-    if name in API:
+    if name in __all__:
         from crossdistill import api
 
         return getattr(api, name)

@@ -13,13 +13,13 @@ What it does, with no input beyond the installed ``demo`` extra:
 2. **Task** — grade-school arithmetic word problems with worked answers in varied English wording, generated
    offline (:mod:`crossdistill.tasks`): a training set and a held-out set with disjoint questions.
 3. **Student** — a small Llama-style model, randomly initialised, with a SentencePiece-style BPE tokenizer
-   (Llama-2 family: ``▁`` marker, byte fallback; single digits) trained here on the training text, and a Gemma-style chat template.
-   Its vocabulary, segmentation, special tokens and template all differ from the teacher's byte-level BPE + ChatML,
-   so every soft method must go through the cross-tokenizer alignment. Why this student: a tokenizer fitted to the
-   task keeps the student's embedding and head small (hundreds of tokens, not tens of thousands), so a student
-   trains in about a minute on 2 cores and the teacher's forward passes dominate the budget; its tokens are
-   mostly whole words and digits that also exist in SmolLM2's vocabulary, which is what lets GOLD's matched-column
-   term carry token identity.
+   (Llama-2 family: ``▁`` marker, byte fallback; single digits) trained here on the training text, and a Gemma-style
+   chat template. Its vocabulary, segmentation, special tokens and template all differ from the teacher's byte-level
+   BPE + ChatML, so every soft method must go through the cross-tokenizer alignment. Why this student: a tokenizer
+   fitted to the task keeps the student's embedding and head small (hundreds of tokens, not tens of thousands), so a
+   student trains in about a minute on 2 cores and the teacher's forward passes dominate the budget; its tokens are
+   mostly whole words and digits that also exist in SmolLM2's vocabulary, which is what lets GOLD's matched-column term
+   carry token identity.
 4. **Teacher cache** (when ``uld`` or ``gold_hybrid`` run): the teacher's top-k at every training completion token,
    written once (:func:`build_teacher_cache`); those two methods train from it without the teacher model.
 5. **Methods**, each trained from the same initial student on the same prompts for the same steps:
@@ -39,9 +39,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from crossdistill.io import publish_dir, write_json
 
@@ -207,6 +208,10 @@ def method_config(method: str, *, student: Path, teacher: str, train: Path, gene
     if method in CACHED_METHODS and cache is not None:
         # The tokenizer (not the model) is what gold_hybrid's vocabulary map and the cache's provenance check need.
         cfg["teacher"] = {"cache": str(cache), "tokenizer": teacher, "missing_mass": "tail_bucket"}
+        if method == "uld":  # sort the cache's k entries (ULD's default top-256 exceeds what a cache holds)
+            from crossdistill.manifest import Manifest
+
+            cfg["loss"]["params"] = {"top_k": int(Manifest.read(cache).k)}
     if method == "gold_hybrid":
         # GOLD's adaptive weights give the matched columns |matched| / |V_teacher| ~ 1% here (a ~600-token student
         # against 49k teacher tokens), although nearly all of the teacher's probability mass sits on matched
@@ -224,7 +229,7 @@ def train_method(cfg_dict: dict[str, Any]) -> MethodRun:
 
     cfg = config_from_dict(cfg_dict)
     start = time.perf_counter()
-    record = run_training(cfg)
+    record = run_training(cfg, overwrite=True)  # a rerun of the demo trains each method afresh
     seconds = time.perf_counter() - start
     state = Path(cfg.train.output_dir) / "trainer_state.json"
     history = json.loads(state.read_text())["log_history"] if state.is_file() else []
@@ -242,7 +247,7 @@ def generate_hard_labels(teacher: str, train: Path, out: Path, budget: DemoBudge
                             "generate": {"output": str(out), "max_new_tokens": budget.gen_tokens, "temperature": 0.0,
                                          "batch_size": 16},
                             "train": {"seed": seed}})
-    return run_generate(cfg)
+    return run_generate(cfg, overwrite=True)  # the demo's own work directory: a new budget or seed replaces it
 
 
 def build_teacher_cache(teacher: str, train: Path, out: Path, budget: DemoBudget, progress: bool) -> Path:
@@ -311,8 +316,13 @@ def run_demo(out: Path, budget: DemoBudget, *, teacher: str | None = None,
 
     stage("teacher: find the packaged SmolLM2-135M-Instruct, convert once, reuse the cache")
     if teacher is None:
-        from crossdistill.assets import SMOLLM2_135M_INSTRUCT, find_packaged_file, is_converted, converted_dir, \
-            convert_gguf
+        from crossdistill.assets import (
+            SMOLLM2_135M_INSTRUCT,
+            convert_gguf,
+            converted_dir,
+            find_packaged_file,
+            is_converted,
+        )
 
         gguf = find_packaged_file(SMOLLM2_135M_INSTRUCT)
         cached = is_converted(converted_dir(gguf))
@@ -328,7 +338,8 @@ def run_demo(out: Path, budget: DemoBudget, *, teacher: str | None = None,
     print(f"{len(train_ex)} training and {len(held_ex)} held-out examples in {out / 'data'}; e.g.\n"
           f"  Q: {train_ex[0].question}\n  A: {train_ex[0].completion}")
 
-    stage("student: BPE tokenizer (SentencePiece style) trained on the task text + a randomly initialised Llama-style model")
+    stage("student: BPE tokenizer (SentencePiece style) trained on the task text"
+          " + a randomly initialised Llama-style model")
     texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
     student_init = build_student(out / "students" / "untrained", texts, budget, seed)
     _describe_pair(student_init, teacher)
@@ -389,7 +400,8 @@ def _describe_pair(student: Path, teacher: str) -> None:
     s_tok, t_tok = AutoTokenizer.from_pretrained(student), AutoTokenizer.from_pretrained(teacher)
     s_cfg = AutoConfig.from_pretrained(student)
     example = "so she has 12 + 30 = 42 apples."
-    print(f"student: {s_cfg.num_hidden_layers} layers, hidden {s_cfg.hidden_size}, vocab {len(s_tok)} (SentencePiece-style BPE)\n"
+    print(f"student: {s_cfg.num_hidden_layers} layers, hidden {s_cfg.hidden_size}, "
+          f"vocab {len(s_tok)} (SentencePiece-style BPE)\n"
           f"teacher: vocab {len(t_tok)} (byte-level BPE)\n"
           f"  student tokens: {s_tok.tokenize(example)}\n  teacher tokens: {t_tok.tokenize(example)}")
 

@@ -30,16 +30,15 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from crossdistill.metrics import bits_per_byte, completion_bytes, token_nll
-from crossdistill.models import generate, hidden_states, output_head
-from crossdistill.positions import shift_targets
+if TYPE_CHECKING:  # torch and the loaders import only when a command runs, so `crossdistill eval --help` is instant
+    import torch
 
 
 @dataclass
@@ -101,13 +100,14 @@ def _render_all(tok: Any, records: Sequence[dict[str, Any]], max_length: int) ->
         prompt, completion = prompt_messages(rec)
         r = render(tok, "" if prompt is None else prompt, completion, max_length=max_length)
         if "prompt_truncated" in r.flags:
-            raise ValueError(f"example {i}: the prompt alone is longer than max_length={max_length} tokens; raise "
-                             "--max-length or drop the example")
+            from crossdistill.data.load import DataError
+
+            raise DataError(f"example {i}: the prompt alone is longer than max_length={max_length} tokens; raise "
+                            "--max-length or drop the example")
         out.append(r)
     return out
 
 
-@torch.no_grad()
 def forward_outputs(model: torch.nn.Module, tok: Any, records: Sequence[dict[str, Any]], *, batch_size: int = 8,
                     max_length: int = 512, progress: bool = True, desc: str = "score",
                     chunk_tokens: int = 1024) -> ForwardOutputs:
@@ -121,9 +121,21 @@ def forward_outputs(model: torch.nn.Module, tok: Any, records: Sequence[dict[str
     Returns:
         :class:`ForwardOutputs` in the order of ``records``.
     """
+    import torch
+
+    with torch.no_grad():
+        return _forward_outputs(model, tok, records, batch_size=batch_size, max_length=max_length, progress=progress,
+                                desc=desc, chunk_tokens=chunk_tokens)
+
+
+def _forward_outputs(model: torch.nn.Module, tok: Any, records: Sequence[dict[str, Any]], *, batch_size: int,
+                     max_length: int, progress: bool, desc: str, chunk_tokens: int) -> ForwardOutputs:
     from tqdm.auto import tqdm
 
     from crossdistill.data.render import collate_rendered
+    from crossdistill.metrics import completion_bytes, token_nll
+    from crossdistill.models import hidden_states, output_head
+    from crossdistill.positions import shift_targets
 
     rendered = _render_all(tok, records, max_length)
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
@@ -212,6 +224,7 @@ def generate_answers(model: torch.nn.Module, tok: Any, prompts: Sequence[Any], *
     Prompts are batched shortest rendered text first, so a batch pads little; results come back in input order.
     """
     from crossdistill.data.render import render_prompt
+    from crossdistill.models import generate
 
     lengths = [len(render_prompt(tok, p)[0]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -252,6 +265,8 @@ def _prompt_text(prompt: Any) -> str:
 
 def result_from(name: str, out: ForwardOutputs) -> EvalResult:
     """bpb and CE of one :class:`ForwardOutputs` (agreement and accuracy are filled in by the caller)."""
+    from crossdistill.metrics import bits_per_byte
+
     return EvalResult(name=name, examples=len(out.nll), tokens=out.tokens, bytes=out.bytes, nll_nats=out.total_nll,
                       ce=out.total_nll / max(out.tokens, 1), bpb=bits_per_byte(out.total_nll, out.bytes))
 
@@ -260,7 +275,8 @@ def evaluate_models(students: dict[str, tuple[torch.nn.Module, Any]], records: S
                     teacher: tuple[torch.nn.Module, Any] | None = None,
                     teacher_outputs: ForwardOutputs | None = None, teacher_result: EvalResult | None = None,
                     generate: bool = True, teacher_generate: bool | None = None, max_new_tokens: int = 64,
-                    batch_size: int = 8, max_length: int = 512, progress: bool = True) -> tuple[dict[str, EvalResult], ForwardOutputs | None]:
+                    batch_size: int = 8, max_length: int = 512, progress: bool = True,
+                    ) -> tuple[dict[str, EvalResult], ForwardOutputs | None]:
     """Evaluate several models on the same held-out ``records``; the teacher is scored (and generates) once.
 
     Args:
@@ -356,32 +372,88 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(args: argparse.Namespace) -> tuple[str, str | None, str]:
-    """(student ref, teacher ref or None, data path) from the recipe and the flags; errors name the fix."""
+def _check_ref(ref: str, flag: str) -> None:
+    """A model reference meant as a path must exist; said before anything loads (Hub ids: models.resolve_ref)."""
+    from crossdistill.io import looks_like_path
+
+    if looks_like_path(ref) and not Path(ref).expanduser().exists():
+        raise SystemExit(f"crossdistill eval: {flag} {ref!r} does not exist; give a model directory (e.g. a run's "
+                         "train.output_dir), a .gguf file or a Hub id")
+
+
+def _resolve(args: argparse.Namespace) -> tuple[str, str | None, list[dict[str, Any]], str]:
+    """``(student ref, teacher ref or None, held-out examples, where they come from)`` from the recipe and the flags;
+    errors name the fix. Examples keep their ``answer`` field (task accuracy).
+
+    With a recipe and no ``--data``: ``data.eval``, or else the examples training held out of ``data.train`` by
+    ``data.eval_fraction`` (the same split: the last ``round(n * fraction)`` examples)."""
+    from crossdistill.data.load import load_examples, split_eval
+
     model, teacher, data = args.model, args.teacher, args.data
+    fmt, records, source = "auto", None, None
     if args.recipe:
         from crossdistill.config import load_config
+        from crossdistill.manifest import MANIFEST_NAME
 
         cfg = load_config(args.recipe, args.overrides, validate_paths=False)
+        fmt = cfg.data.format
         if model is None:
             out = Path(cfg.train.output_dir)
-            model = str(out) if (out / "config.json").is_file() else cfg.student.model
+            if (out / "config.json").is_file():
+                model = str(out)
+            elif (out / "resolved_config.yaml").is_file() and not (out / MANIFEST_NAME).is_file():
+                _refuse_unfinished_run(str(out))
+            else:
+                print(f"crossdistill eval: train.output_dir={str(out)!r} holds no trained student yet; evaluating "
+                      f"student.model={cfg.student.model!r} (pass --model to choose)", file=sys.stderr)
+                model = cfg.student.model
         if teacher is None and cfg.teacher is not None:
             teacher = cfg.teacher.model
         data = data or cfg.data.eval
         if data is None:
-            raise SystemExit("crossdistill eval: the recipe has no data.eval; pass --data held_out.jsonl "
-                             "(or set data.eval=...)")
+            if cfg.data.eval_fraction <= 0:
+                raise SystemExit("crossdistill eval: the recipe has neither data.eval nor data.eval_fraction; pass "
+                                 "--data held_out.jsonl (or set data.eval=... or data.eval_fraction=0.1)")
+            _check_ref(model, "--model" if args.model else "the recipe's model")
+            examples = load_examples(cfg.data.train, fmt, cfg.data.max_examples, keep=("answer",))
+            records = split_eval(examples, cfg.data.eval_fraction)[1]
+            if not records:
+                raise SystemExit(f"crossdistill eval: data.train={cfg.data.train!r} has {len(examples)} example(s), "
+                                 "too few to hold any out; pass --data held_out.jsonl")
+            source = (f"data.train={cfg.data.train} (its last {len(records)} of {len(examples)}, held out by "
+                      f"data.eval_fraction={cfg.data.eval_fraction} as in training)")
     elif args.overrides:
         raise SystemExit("crossdistill eval: key=value overrides need a RECIPE first")
     if not model:
         raise SystemExit("crossdistill eval: give a RECIPE or --model DIR")
-    if not data:
-        raise SystemExit("crossdistill eval: give --data held_out.jsonl (prompt+completion records)")
-    if not Path(data).exists():
-        raise SystemExit(f"crossdistill eval: --data {data!r} does not exist; give a jsonl/parquet file of "
-                         "held-out examples")
-    return model, teacher, data
+    _check_ref(model, "--model" if args.model or not args.recipe else "the recipe's model")
+    if teacher:
+        _check_ref(teacher, "--teacher" if args.teacher else "the recipe's teacher.model")
+    if records is None:
+        if not data:
+            raise SystemExit("crossdistill eval: give --data held_out.jsonl (prompt+completion records)")
+        if not Path(data).exists():
+            raise SystemExit(f"crossdistill eval: --data {data!r} does not exist; give a jsonl/parquet file of "
+                             "held-out examples")
+        records, source = load_examples(data, fmt, keep=("answer",)), str(data)
+    if args.limit:
+        records = records[: args.limit]
+    return model, teacher, records, source
+
+
+def _refuse_unfinished_run(ref: str) -> None:
+    """A ``train.output_dir`` whose final student was never completed (killed before or during the save) holds
+    checkpoints but no manifest: say so, instead of failing on whatever files happen to be there."""
+    from pathlib import Path
+
+    from crossdistill.config import ConfigError
+    from crossdistill.manifest import MANIFEST_NAME
+
+    p = Path(ref).expanduser()
+    if p.is_dir() and (p / "resolved_config.yaml").is_file() and not (p / MANIFEST_NAME).is_file():
+        raise ConfigError(f"{ref!r} is the output directory of a training run that has not finished (no "
+                          f"{MANIFEST_NAME} beside a final student): finish it with `crossdistill train RECIPE "
+                          "--resume`, or evaluate one of its checkpoint-N directories")
 
 
 def load_pretrained(ref: str, role: str = "model") -> tuple[torch.nn.Module, Any]:
@@ -393,6 +465,7 @@ def load_pretrained(ref: str, role: str = "model") -> tuple[torch.nn.Module, Any
     from crossdistill.config import ModelConfig
     from crossdistill.models import load_model, load_tokenizer
 
+    _refuse_unfinished_run(ref)
     mc = ModelConfig(model=ref, dtype="float32")
     tok = load_tokenizer(mc, role)
     model = load_model(mc, role)
@@ -404,28 +477,30 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.batch_size < 1 or args.max_new_tokens < 1 or (args.limit is not None and args.limit < 1):
         raise SystemExit("crossdistill eval: --batch-size, --max-new-tokens and --limit must be >= 1")
-    model_ref, teacher_ref, data = _resolve(args)
-    from crossdistill.data.load import read_records
-
-    records = read_records(data)
-    if args.limit:
-        records = records[: args.limit]
-    if not records:
-        raise SystemExit(f"crossdistill eval: {data!r} has no examples")
-    from crossdistill.config import ConfigError
+    from crossdistill.data.load import DataError
+    from crossdistill.errors import ConfigError
+    from crossdistill.io import os_error_message
 
     try:
+        model_ref, teacher_ref, records, source = _resolve(args)
         student = load_pretrained(model_ref, "student")
         teacher = load_pretrained(teacher_ref, "teacher") if teacher_ref else None
-    except ConfigError as err:
-        raise SystemExit(f"crossdistill eval: {err}") from None
-    results, _ = evaluate_models({"student": student}, records, teacher=teacher, generate=not args.no_generate,
-                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                 max_length=args.max_length, progress=not args.quiet)
+        results, _ = evaluate_models({"student": student}, records, teacher=teacher, generate=not args.no_generate,
+                                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                     max_length=args.max_length, progress=not args.quiet)
+    except (ConfigError, DataError) as err:
+        print(f"crossdistill eval: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a disk or permission fault: say which, with the path
+        message = os_error_message(err)
+        if message is None:
+            raise
+        print(f"crossdistill eval: error: {message}", file=sys.stderr)
+        return 1
     if args.json:
         print(results_json(results))
     else:
-        print(f"held-out examples: {len(records)} from {data}")
+        print(f"held-out examples: {len(records)} from {source}")
         print(format_table(results))
     return 0
 

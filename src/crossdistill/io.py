@@ -13,6 +13,7 @@ and nothing from crossdistill.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -206,3 +207,96 @@ def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in chunks (never the whole file in memory)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+# -------------------------------------------------------------------------------------------------- OS errors
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+_WRITE_FAILED_TEXT = ("file write failed",)  # torch.save's PytorchStreamWriter keeps no errno
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The operating-system error behind ``exc``: ``exc`` itself or one in its ``__cause__`` / ``__context__``
+    chain; ``None`` when there is none.
+
+    Libraries that wrap a failed write keep only the message (safetensors, ``torch.save``): a message saying "No
+    space left on device" counts as ``ENOSPC``, one saying "file write failed" as ``EIO``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        text = str(current)
+        if any(t in text for t in _DISK_FULL_TEXT):
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), getattr(current, "filename", None))
+        if any(t in text for t in _WRITE_FAILED_TEXT):
+            return OSError(errno.EIO, f"write failed ({text.strip()[:200]})")
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def free_space(path: str | Path) -> str:
+    """``'<free> free on <mount>'`` for the filesystem holding ``path`` (or its nearest existing parent)."""
+    where = _existing_parent(Path(path))
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return "free space unknown"
+    mount = where
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    return f"{format_bytes(free)} free on {mount}"
+
+
+def describe_os_error(err: OSError, path: str | Path | None = None) -> str:
+    """One line for an operating-system error: what went wrong, the path, and the fix. A full disk (``ENOSPC``,
+    ``EDQUOT``) says so and reports the free space of the filesystem that holds the path.
+
+    ``path`` is the file or directory being written when the error itself names none (``err.filename`` wins).
+    """
+    target = err.filename if getattr(err, "filename", None) else path
+    where = f" {target}" if target is not None else ""
+    if err.errno in _DISK_FULL:
+        space = f" ({free_space(target)})" if target is not None else ""
+        return (f"disk full: no space left on the device while writing{where}{space}; free some space or write to "
+                "another disk, then rerun the same command (complete files are kept, nothing half-written is used)")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied:{where}; choose a directory you can write to, or fix its permissions"
+    if err.errno == errno.EROFS:
+        return f"read-only file system:{where}; write to a writable directory instead"
+    if err.errno == errno.ENOENT:
+        return f"no such file or directory:{where}; check the path"
+    reason = err.strerror or str(err)
+    space = f" ({free_space(target)})" if target is not None else ""
+    return f"I/O error: {reason}:{where}{space}; check the disk and rerun the same command"
+
+
+def os_error_message(exc: BaseException, path: str | Path | None = None) -> str | None:
+    """:func:`describe_os_error` of the OS error behind ``exc`` (:func:`os_error_in`), or ``None`` when ``exc`` is
+    not one: a command catches ``Exception``, prints this, and re-raises anything else."""
+    err = os_error_in(exc)
+    return None if err is None else describe_os_error(err, path)
+
+
+def looks_like_path(ref: str) -> bool:
+    """Whether a model reference is meant as a local path rather than a Hub id (``org/name``): it starts with
+    ``/``, ``.`` or ``~``, ends with ``.gguf``, has more than one ``/``, or holds a backslash."""
+    return (ref.startswith(("/", ".", "~")) or ref.endswith(".gguf") or ref.count("/") > 1 or "\\" in ref)

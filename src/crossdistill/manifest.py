@@ -86,7 +86,8 @@ class Manifest:
         if path.is_dir():
             path = path / MANIFEST_NAME
         if not path.exists():
-            raise FileNotFoundError(f"no manifest at {path}: the artifact is incomplete or was not made by crossdistill")
+            raise FileNotFoundError(f"no manifest at {path}: "
+                                    "the artifact is incomplete or was not made by crossdistill")
         return cls.from_dict(json.loads(path.read_text()))
 
     def diff(self, expected: Manifest | dict[str, Any], *, include_informational: bool = False) -> list[str]:

@@ -14,7 +14,11 @@ template wrote them), so a model generates from exactly the prompt it is trained
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import socket
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,22 +27,120 @@ from typing import Any
 import torch
 
 from crossdistill.config import ConfigError, ModelConfig
+from crossdistill.io import looks_like_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                    "sentencepiece.bpe.model", "tekken.json", "merges.txt")
+"""Files that define a vocabulary; ``tokenizer_config.json`` alone does not (transformers then builds an empty or
+wrong tokenizer)."""
 
 
 # ------------------------------------------------------------------------------------------------------ loading
 def resolve_model_dir(mc: ModelConfig, role: str) -> str:
-    """A loadable directory or Hub id for ``mc.model`` (GGUF files are converted once and cached)."""
+    """A loadable directory or Hub id for ``mc.model`` (GGUF files are converted once and cached; a Hub id becomes
+    its cached snapshot directory when the Hub is off or unreachable, :func:`resolve_ref`)."""
     ref = mc.model
     if ref.endswith(".gguf"):
-        if not Path(ref).is_file():
+        if not Path(ref).expanduser().is_file():
             raise ConfigError(f"{role}.model={ref!r} does not exist; give the path of a .gguf file")
         from crossdistill.assets import convert_gguf
 
-        return str(convert_gguf(ref))
-    return ref
+        return str(convert_gguf(str(Path(ref).expanduser())))
+    return resolve_ref(ref, mc.revision, f"{role}.model")
+
+
+HUB_TIMEOUT_ENV = "CROSSDISTILL_HUB_TIMEOUT"
+"""Seconds the Hub reachability probe waits for a TCP connection (default 0.5). A Hub that does not answer in time
+is treated as unreachable: the local cache is used, and a model that is not in it fails at once."""
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set, now or when huggingface_hub was imported (it reads
+    the variable once, at import)."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in _TRUE
+
+
+@functools.lru_cache(maxsize=8)
+def _reachable(host: str, port: int, timeout: float) -> bool:
+    box: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            box.append(True)
+        except OSError:
+            box.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # a hanging DNS lookup must not hold us up either
+    thread.start()
+    thread.join(timeout + 0.05)
+    return bool(box and box[0])
+
+
+def hub_reachable() -> bool:
+    """Whether a TCP connection to the Hub endpoint (``HF_ENDPOINT``, or the HTTPS proxy when one is set) opens within
+    ``CROSSDISTILL_HUB_TIMEOUT`` seconds. Cached per process. huggingface_hub itself retries a failed request five
+    times with backoff (about a minute) before giving up, so crossdistill asks this first."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)),
+                 None)
+    url = urlsplit(proxy if proxy and "://" in proxy else f"http://{proxy}" if proxy else constants.ENDPOINT)
+    if not url.hostname:
+        return True  # an endpoint we cannot parse: let huggingface_hub try
+    try:
+        timeout = float(os.environ.get(HUB_TIMEOUT_ENV) or 0.5)
+    except ValueError:
+        timeout = 0.5
+    return _reachable(url.hostname, url.port or (443 if url.scheme == "https" else 80), timeout)
+
+
+def resolve_ref(ref: str, revision: str | None, where: str) -> str:
+    """Where ``ref`` (a model or tokenizer reference) loads from, checked before anything slow happens:
+
+    * an existing path: itself;
+    * a path that does not exist (starts with ``/ . ~``, ends with ``.gguf``, has two or more ``/``): ``ConfigError``
+      at once;
+    * a Hub id while the Hub is reachable: itself (transformers downloads or revalidates it);
+    * a Hub id with ``HF_HUB_OFFLINE`` set or no route to the Hub: its snapshot directory in the local
+      Hugging Face cache, so nothing touches the network, or ``ConfigError`` at once when it is not cached (instead
+      of a minute of retries).
+    """
+    p = Path(ref).expanduser()
+    if p.exists():
+        return str(p)
+    if looks_like_path(ref):
+        raise ConfigError(f"{where}={ref!r} does not exist; fix the path (a model or tokenizer directory, a .gguf "
+                          "file) or give a Hub id like 'org/name'")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(ref)
+    except HFValidationError as err:
+        raise ConfigError(f"{where}={ref!r} is neither an existing path nor a Hub id ({err}); give a local "
+                          "directory or a Hub id like 'org/name'") from None
+    offline = hub_offline()
+    if not offline and hub_reachable():
+        return ref
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(ref, revision=revision, local_files_only=True)
+    except Exception as err:  # LocalEntryNotFoundError, IncompleteSnapshotError, an unreadable cache
+        from huggingface_hub import constants
+
+        why = ("HF_HUB_OFFLINE is set" if offline else f"the Hub ({constants.ENDPOINT}) is not reachable from here")
+        raise ConfigError(f"{where}={ref!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                          f"{why} ({type(err).__name__}); download it first where the Hub is reachable "
+                          f"(`hf download {ref}`), or give a local directory") from None
 
 
 def load_tokenizer(mc: ModelConfig, role: str) -> Any:
@@ -52,13 +154,12 @@ def load_tokenizer(mc: ModelConfig, role: str) -> Any:
 
     ref = mc.tokenizer or mc.model
     where = f"{role}.tokenizer" if mc.tokenizer else f"{role}.model"
-    p = Path(ref)
     if ref.endswith(".gguf"):
         ref = resolve_model_dir(mc, role) if not mc.tokenizer else ref
-        p = Path(ref)
-    if p.is_dir() and not any((p / f).exists() for f in TOKENIZER_FILES):
-        raise ConfigError(f"{where}={str(p)!r} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])} ...); set "
-                          f"{role}.tokenizer to the directory or Hub id of the {role}'s tokenizer")
+    ref = resolve_ref(ref, mc.revision, where)
+    p = Path(ref)
+    if p.is_dir():
+        check_tokenizer_files(p, role, where)
     try:
         tok = AutoTokenizer.from_pretrained(ref, revision=mc.revision)
     except (OSError, ValueError) as err:
@@ -73,6 +174,29 @@ def load_tokenizer(mc: ModelConfig, role: str) -> Any:
     return tok
 
 
+def check_tokenizer_files(p: Path, role: str, where: str) -> None:
+    """A tokenizer directory must hold a vocabulary file, and its ``tokenizer_config.json`` must be readable JSON (a
+    save that was killed leaves it empty)."""
+    if not any((p / f).exists() for f in TOKENIZER_FILES) and not any(p.glob("*.tiktoken")):
+        raise ConfigError(f"{where}={str(p)!r} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])} ...); set "
+                          f"{role}.tokenizer to the directory or Hub id of the {role}'s tokenizer")
+    if not any((p / f).exists() for f in VOCABULARY_FILES) and not any(p.glob("*.tiktoken")):
+        raise ConfigError(f"{where}={str(p)!r} has no vocabulary file ({', '.join(VOCABULARY_FILES[:4])}), only "
+                          f"{', '.join(sorted(f.name for f in p.iterdir() if f.name.startswith('tokenizer')))}: the "
+                          f"tokenizer was not saved completely; set {role}.tokenizer to a directory or Hub id that "
+                          "holds the whole tokenizer")
+    config = p / "tokenizer_config.json"
+    if config.is_file():
+        import json
+
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise ConfigError(f"{where}={str(p)!r}: {config.name} is empty or not valid JSON (a save that was "
+                              f"interrupted?); save the tokenizer again, or set {role}.tokenizer to a directory or Hub "
+                              "id that holds a complete one") from None
+
+
 def check_keeps_text(tok: Any, role: str, where: str, ref: str) -> None:
     """Refuse a tokenizer that silently drops characters of ordinary text.
 
@@ -83,6 +207,13 @@ def check_keeps_text(tok: Any, role: str, where: str, ref: str) -> None:
     from crossdistill.data.render import PROBE_TEXT, lost_characters
 
     enc = tok(PROBE_TEXT, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    specials = set(getattr(tok, "all_special_ids", []) or [])
+    if len(tok) <= len(specials) + 1 or not ids or all(i in specials for i in ids):
+        raise ConfigError(f"{where}={ref!r} loads as a tokenizer with {len(tok)} token(s) that encodes plain text "
+                          f"as special tokens only ({len(ids)} ids for {PROBE_TEXT[:20]!r}...): the directory holds no "
+                          f"usable vocabulary; set {role}.tokenizer to the directory or Hub id of the {role}'s "
+                          "tokenizer")
     lost = lost_characters(PROBE_TEXT, [tuple(o) for o in enc["offset_mapping"]])
     if lost:
         raise ConfigError(
@@ -98,10 +229,14 @@ def load_model(mc: ModelConfig, role: str, device: str | torch.device | None = N
     from transformers import AutoModelForCausalLM
 
     ref = resolve_model_dir(mc, role)
+    if Path(ref).is_dir() and not any((Path(ref) / f).is_file() for f in ("config.json", "adapter_config.json")):
+        raise ConfigError(f"{role}.model={mc.model!r} has no config.json, so it is not a saved model; give the "
+                          "directory written by save_pretrained (or `crossdistill train`), a .gguf file or a Hub id")
     try:
         model = AutoModelForCausalLM.from_pretrained(ref, dtype=DTYPES[mc.dtype], revision=mc.revision)
-    except OSError as err:
-        raise ConfigError(f"cannot load {role}.model={mc.model!r}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load {role}.model={mc.model!r}: {err}; give a directory written by "
+                          "save_pretrained, a .gguf file or a Hub id") from None
     target = mc.device or device
     if target is not None:
         model.to(target)
@@ -177,6 +312,24 @@ def output_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | No
     scale = float(getattr(m.config, "logit_scale", None) or 1.0)
     cap = getattr(m.config, "final_logit_softcapping", None)
     return head.weight, getattr(head, "bias", None), scale, float(cap) if cap else None
+
+
+def head_logits(model: torch.nn.Module, rows: torch.Tensor, vocab_size: int | None = None,
+                chunk_tokens: int = 1024) -> torch.Tensor:
+    """``[M, H] -> [M, V]`` fp32 logits of some hidden rows through ``model``'s output head (logit scale and final
+    soft-capping applied as the model's own forward does; padding columns beyond ``vocab_size`` sliced off),
+    ``chunk_tokens`` rows at a time so the fp32 upcast never holds more than one chunk in the head's dtype."""
+    weight, bias, scale, cap = output_head(model)
+    out = []
+    for start in range(0, rows.shape[0], chunk_tokens):
+        z = torch.nn.functional.linear(rows[start:start + chunk_tokens].to(weight.dtype), weight, bias).float()
+        z = z * scale if scale != 1.0 else z
+        if cap:
+            z = torch.tanh(z / cap) * cap
+        out.append(z[:, :vocab_size] if vocab_size else z)
+    if not out:
+        return rows.new_zeros(0, vocab_size or weight.shape[0], dtype=torch.float32)
+    return torch.cat(out)
 
 
 def head_info(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float]:

@@ -35,6 +35,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(err)
         if len(errors) == 1:
             raise errors[0]
+        sections = [e for a, e in zip([a for a in args if a is not type(None)], errors) if is_dataclass(a)]
+        if isinstance(value, dict) and len(sections) == 1:  # a mapping means the section: say what is wrong in it
+            raise sections[0]
         raise ConfigError(f"{where}={value!r} has the wrong type: expected {_type_name(tp)}")
     if origin is Literal:
         choices = typing.get_args(tp)

@@ -1,4 +1,7 @@
-"""Rendering and completion spans for the three tokenizer families. Run: python -m pytest tests/data/test_render.py -q"""
+"""Rendering and completion spans for the three tokenizer families.
+
+Run: python -m pytest tests/data/test_render.py -q
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from crossdistill.data.render import FLAGS, collate_rendered, partition_spans, r
 KINDS = ("bpe", "unigram", "wordpiece")
 MESSAGES = [{"role": "user", "content": "What is 12 plus 30?"}]
 TRICKY = " Héllo 🚀👍🏽 日本語 e\u0301  x\t\n"
-ALPHABET = list("ab cdeXYZ 0123.,!?\n\t") + ["  ", "é", "e\u0301", "日", "本", "語", "中", "🙂", "🚀", "👍🏽", "한", "\u0308", "ß", "Ω"]
+ALPHABET = list("ab cdeXYZ 0123.,!?\n\t") + ["  ", "é", "e\u0301", "日", "本", "語", "中", "🙂", "🚀", "👍🏽", "한",
+                                             "\u0308", "ß", "Ω"]
 
 
 def check_partition(r):

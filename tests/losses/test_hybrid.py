@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_uld import naive_sorted_l1, random_alignment
 
 from crossdistill.align.merge import merge_probs
 from crossdistill.align.spans import BatchAlignment
@@ -12,7 +13,6 @@ from crossdistill.align.vocab_map import identity_map
 from crossdistill.losses.divergences import generalized_jsd
 from crossdistill.losses.hybrid import gold_hybrid
 from crossdistill.losses.signal import TeacherSignal
-from test_uld import naive_sorted_l1, random_alignment
 
 F64 = torch.float64
 

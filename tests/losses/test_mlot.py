@@ -39,7 +39,7 @@ def naive_paper(student_logits, teacher_logits, k, eps=0.1, iters=20, tau_sd=2.0
         n, m = s_z.shape[0], t_z.shape[0]
         p = min(n, m)
 
-        def ranked(tau):
+        def ranked(tau, s_z=s_z, t_z=t_z):
             t = torch.softmax(t_z / tau, -1)
             order = sorted(range(t.shape[1]), key=lambda v: -float(t[:, v].sum()))[:k]
             tk = t[:, order]

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossdistill.losses.objective import combine_terms
-from crossdistill.positions import shift_targets
 from crossdistill.errors import ConfigError
+from crossdistill.losses.objective import combine_terms
 from crossdistill.methods import METHODS, StepContext, get_method
+from crossdistill.positions import shift_targets
 
 
 def make_ctx(B=3, T=11, H=7, V=13, Ht=5, Vt_pad=0, seed=0, all_masked=False):

@@ -64,7 +64,8 @@ def test_register_refuses_a_taken_name(probe):
 
 
 def test_unknown_method_lists_what_exists():
-    with pytest.raises(ConfigError, match=r"loss.name='nope' is not a registered method; choose one of \['adaptive_kl'"):
+    with pytest.raises(ConfigError,
+                       match=r"loss.name='nope' is not a registered method; choose one of \['adaptive_kl'"):
         get_method("nope")
 
 

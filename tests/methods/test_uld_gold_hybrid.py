@@ -8,9 +8,9 @@ import torch
 
 from crossdistill.data.render import collate_rendered, render
 from crossdistill.errors import ConfigError
-from crossdistill.positions import shift_targets
 from crossdistill.losses.objective import combine_terms
 from crossdistill.methods import StepContext, get_method
+from crossdistill.positions import shift_targets
 
 MESSAGES = [{"role": "user", "content": "Add 12 and 30."}]
 TEXTS = ["The answer is 42. 🚀", "日本語 e\u0301 42"]
@@ -71,8 +71,8 @@ def test_missing_inputs_error(tokenizers):
 
 def test_gold_one_to_one_only_keeps_exactly_the_1_to_1_groups(tokenizers, tmp_path, monkeypatch):
     """The filtered loss is the full loss minus the multi-token groups' part (the loss is a sum over groups)."""
-    from crossdistill.methods.common import batch_alignment
     from crossdistill.align.spans import BatchAlignment
+    from crossdistill.methods.common import batch_alignment
 
     monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path))
     ctx, *_ = make_ctx(tokenizers)

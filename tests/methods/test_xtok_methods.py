@@ -1,8 +1,8 @@
 """MultiLevelOT, CDM and DSKD methods, end to end on the tiny models with different tokenizers.
 
 All train through the real trainer (``run_training``) for two steps. The DSKD variants also check that the trainer
-builds their projectors (the method state), trains them in their own param group, saves ``projectors.safetensors`` next to the student
-and in every checkpoint, and restores them on resume.
+builds their projectors (the method state), trains them in their own param group, saves ``projectors.safetensors``
+next to the student and in every checkpoint, and restores them on resume.
 
 Run: python -m pytest tests/methods/test_xtok_methods.py -q
 """
@@ -20,9 +20,9 @@ import crossdistill.methods.dskd as md
 from crossdistill import models
 from crossdistill.config import load_config
 from crossdistill.data.dataset import DistillCollator
-from crossdistill.testing.faults import Crash, CrashAt
 from crossdistill.losses.dskd import DSKDProjectors, load_projectors
 from crossdistill.methods import StepContext, get_method
+from crossdistill.testing.faults import Crash, CrashAt
 from crossdistill.train.run import batch_loss, last_complete_checkpoint, prepare, run_training
 from crossdistill.train.trainer import STATE_GROUP, MethodRunner, build_method_state
 
@@ -116,7 +116,8 @@ def test_dskd_cma_trains_through_the_trainer_across_tokenizers(tmp_path, overrid
 def test_dskd_eta_trains_through_the_trainer_across_tokenizers(tmp_path, overrides):
     state0, trained = _train_dskd(tmp_path, overrides, "dskd_eta", "student_unigram")
     assert not state0.projectors.s2t.weight.requires_grad  # pinv-initialized and frozen (--init-s2t-projector)
-    torch.testing.assert_close(trained["s2t.weight"], state0.projectors.state_dict()["s2t.weight"].cpu(), atol=0, rtol=0)
+    torch.testing.assert_close(trained["s2t.weight"], state0.projectors.state_dict()["s2t.weight"].cpu(),
+                               atol=0, rtol=0)
 
 
 def test_dskd_eta_step_has_aligned_tokens(tmp_path, overrides):

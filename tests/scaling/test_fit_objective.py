@@ -37,12 +37,14 @@ def test_batched_predictions_equal_the_laws(data):
 
 @pytest.mark.parametrize(
     "spec, coefs",
-    [(SUPERVISED, PAPER.supervised), (DISTILLATION, PAPER.distillation), (JOINT, (PAPER.supervised, PAPER.distillation))],
+    [(SUPERVISED, PAPER.supervised), (DISTILLATION, PAPER.distillation),
+     (JOINT, (PAPER.supervised, PAPER.distillation))],
 )
 def test_analytic_gradient_matches_finite_differences(spec, coefs, data):
     data = {**data, "is_dis": np.arange(len(data["N"])) % 3 != 0}  # JOINT: a third of the runs are supervised
     rng = np.random.default_rng(0)
-    for theta in (spec.from_coefficients(coefs), spec.from_coefficients(coefs) * (1 + 0.05 * rng.normal(size=spec.n_params))):
+    for theta in (spec.from_coefficients(coefs),
+                  spec.from_coefficients(coefs) * (1 + 0.05 * rng.normal(size=spec.n_params))):
         pred, jac = spec.predict_grad(theta, data)
         np.testing.assert_allclose(pred, spec.predict_batch(theta[None], data)[0], rtol=1e-13)
         h = 1e-6

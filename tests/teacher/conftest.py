@@ -69,3 +69,32 @@ def dataset_writer():
     """:func:`write_dataset` itself (``from conftest import ...`` resolves to whichever tests/*/conftest.py pytest
     imported first, so it breaks when tests/teacher runs together with tests/train)."""
     return write_dataset
+
+
+@pytest.fixture(scope="session")
+def served_teacher_path(tokenizer_paths, tiny_dir):
+    """A Llama-style teacher with the byte-level BPE tokenizer that a vLLM CPU server can load (head size 32; the
+    CPU attention kernels refuse the 12 of ``model_paths["teacher_bpe"]``)."""
+    from crossdistill.testing.tiny import save_model
+
+    return save_model("llama", tokenizer_paths["bpe"], tiny_dir / "teacher_served", hidden=64, heads=2, seed=1)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(served_teacher_path):
+    """A real vLLM server on 127.0.0.1 (a free port) serving :func:`served_teacher_path` as ``tiny-teacher``, for the
+    whole session; stopped at the end. Skipped only when the vLLM environment is missing (``bash scripts/setup.sh
+    dev`` creates it); under CI (``CI`` set) a missing environment fails instead, so CI never skips these silently."""
+    import os
+
+    from crossdistill.testing.vllm_server import VLLMServer, vllm_python
+
+    if vllm_python() is None:
+        reason = "no vLLM environment (.venv-vllm): run `bash scripts/setup.sh dev` to create it"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = VLLMServer(served_teacher_path, served_name="tiny-teacher", max_logprobs=64, max_model_len=512)
+    server.start(timeout=600)
+    yield server
+    server.stop()

@@ -13,7 +13,7 @@ from crossdistill.teacher.format import ShardData, concat_examples, decode_shard
 def random_records(n_examples: int, k: int, vocab: int, seed: int = 0, sampled: bool = False):
     g = torch.Generator().manual_seed(seed)
     records = []
-    for e in range(n_examples):
+    for _ in range(n_examples):
         n = int(torch.randint(0, 30, (1,), generator=g))
         logp = torch.randn(n, k, generator=g).abs().neg().sort(-1, descending=True).values * 5
         rec = {"token_ids": torch.randint(0, vocab, (n,), generator=g),

@@ -18,8 +18,14 @@ from crossdistill.losses.signal import TeacherSignal
 from crossdistill.manifest import ManifestMismatchError
 from crossdistill.positions import shift_targets
 from crossdistill.teacher.format import shard_name
-from crossdistill.teacher.reader import (CacheAlignmentError, CacheChecksumError, CacheError, CacheIncompleteError,
-                                        CacheReader, CacheTruncatedError)
+from crossdistill.teacher.reader import (
+    CacheAlignmentError,
+    CacheChecksumError,
+    CacheError,
+    CacheIncompleteError,
+    CacheReader,
+    CacheTruncatedError,
+)
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from crossdistill.config import config_from_dict
 from crossdistill.data.dataset import DistillCollator
 from crossdistill.data.load import load_examples
 from crossdistill.losses.signal import TeacherSignal
+from crossdistill.teacher.source import CachedTeacher
 from crossdistill.train.run import prepare
 from crossdistill.train.trainer import MethodRunner
-from crossdistill.teacher.source import CachedTeacher
 
 
 class OnlineTopKRunner(MethodRunner):

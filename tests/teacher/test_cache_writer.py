@@ -13,8 +13,18 @@ import pytest
 
 from crossdistill.teacher.format import shard_name
 from crossdistill.teacher.reader import CacheIncompleteError, CacheReader
-from crossdistill.teacher.writer import (FAIL_ENV, PLAN_NAME, InjectedFailure, build_cache, done_name,
-                                         load_cache_examples, merge, plan_manifest, prepare_output, write_shards)
+from crossdistill.teacher.writer import (
+    FAIL_ENV,
+    PLAN_NAME,
+    InjectedFailure,
+    build_cache,
+    done_name,
+    load_cache_examples,
+    merge,
+    plan_manifest,
+    prepare_output,
+    write_shards,
+)
 
 
 def tree(path) -> dict[str, bytes]:

@@ -14,7 +14,6 @@ from crossdistill.data.render import render
 from crossdistill.teacher.forward import sampled_support
 from crossdistill.teacher.reader import CacheReader
 
-
 _NAIVE: dict = {}
 
 

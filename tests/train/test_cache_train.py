@@ -80,8 +80,8 @@ def online_top_k_context(k: int, policy: str):
     """``MethodRunner.context`` of the online teacher with its distribution cut to its top-k (exact tail)."""
     original = trainer_mod.MethodRunner.context
 
-    def context(self, model, inputs):
-        ctx = original(self, model, inputs)
+    def context(self, model, inputs, hidden=None):
+        ctx = original(self, model, inputs, hidden)
         assert self.cached is None and ctx.teacher_hidden is not None  # the online path
         z = (ctx.teacher_hidden[ctx.mask] @ ctx.teacher_lm_head_weight.T).float() * ctx.teacher_logit_scale
         ctx.teacher_signal = TeacherSignal.top_k(z[:, : ctx.teacher_vocab_size], k, policy=policy)
@@ -131,14 +131,14 @@ def online_cross_tokenizer_top_k_context(k: int, policy: str):
     the exact log-prob of each actual teacher token — what a cache stores)."""
     original = trainer_mod.MethodRunner.context
 
-    def context(self, model, inputs):
-        ctx = original(self, model, inputs)
-        assert self.cached is None and ctx.teacher_logits is not None  # the online cross-tokenizer path
-        z = ctx.teacher_logits[ctx.teacher_mask][:, : ctx.teacher_vocab_size].float()
+    def context(self, model, inputs, hidden=None):
+        ctx = original(self, model, inputs, hidden)
+        assert self.cached is None and ctx.teacher_target_logits is not None  # the online cross-tokenizer path
+        z = ctx.teacher_target_logits
         y = ctx.teacher_targets[ctx.teacher_mask]
         exact = z.log_softmax(-1).gather(-1, y[:, None]).squeeze(-1)
         ctx.teacher_signal = replace(TeacherSignal.top_k(z, k, policy=policy), target_logprobs=exact)
-        ctx.teacher_logits = None
+        ctx.teacher_target_logits = None
         return ctx
 
     return context
@@ -223,6 +223,7 @@ def test_bad_cache_paths_are_refused(tiny, tmp_path):
 
 def test_recipe_cache_build_section_is_ignored_by_training():
     cfg = load_config(RECIPE, validate_paths=False)
-    assert cfg.teacher.cache == yaml.safe_load(RECIPE.read_text())["cache_build"]["output"]
+    written = yaml.safe_load(RECIPE.read_text())["cache_build"]["output"]  # relative to the recipe file
+    assert cfg.teacher.cache == str((RECIPE.parent / written).resolve())
     assert cfg.cache_build.k == K  # parsed and checked, not run
     assert cfg.teacher.missing_mass == "tail_bucket" and cfg.mode == "soft"

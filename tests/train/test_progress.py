@@ -1,4 +1,7 @@
-"""The training progress bar: loss terms in the postfix, not a dict per log. Run: python -m pytest tests/train/test_progress.py -q"""
+"""The training progress bar: loss terms in the postfix, not a dict per log.
+
+Run: python -m pytest tests/train/test_progress.py -q
+"""
 
 from __future__ import annotations
 

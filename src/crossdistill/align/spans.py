@@ -239,8 +239,10 @@ class BatchAlignment:
             (torch.bincount(self.teacher_groups, minlength=G) == 1)
         new_id = torch.cumsum(keep.long(), 0) - 1
         s_keep, t_keep = keep[self.student_groups], keep[self.teacher_groups]
-        return BatchAlignment(student_rows=self.student_rows[s_keep], student_groups=new_id[self.student_groups[s_keep]],
-                              teacher_rows=self.teacher_rows[t_keep], teacher_groups=new_id[self.teacher_groups[t_keep]],
+        return BatchAlignment(student_rows=self.student_rows[s_keep],
+                              student_groups=new_id[self.student_groups[s_keep]],
+                              teacher_rows=self.teacher_rows[t_keep],
+                              teacher_groups=new_id[self.teacher_groups[t_keep]],
                               num_groups=int(keep.sum()), group_example=self.group_example[keep])
 
     @classmethod

@@ -11,7 +11,8 @@ families, where GOLD compares raw token strings):
 
 Identical token strings are matched first (a tokenizer maps onto itself as the identity); the remaining tokens are
 matched by bytes. The map is injective: when several tokens have the same bytes, the lowest id wins, so no student
-column is used twice by the hybrid loss. Built once and cached as ``<cache_root>/vocab_maps/<teacher hash>-<student hash>.npy``
+column is used twice by the hybrid loss. Built once and cached as
+``<cache_root>/vocab_maps/<teacher hash>-<student hash>.npy``
 (``$CROSSDISTILL_CACHE`` or ``~/.cache/crossdistill``), keyed by a SHA-256 of each tokenizer's full serialization,
 written atomically.
 """
@@ -150,7 +151,8 @@ def compute_vocab_map(teacher_tokenizer: Any, student_tokenizer: Any) -> np.ndar
     keys = token_keys(student_tokenizer)
     for fallback_pass in (False, True):
         for i, k in enumerate(keys):
-            if k is not None and i not in used and (s_tok[i] is not None and bool(_BYTE_FALLBACK.match(s_tok[i]))) == fallback_pass:
+            if (k is not None and i not in used
+                    and (s_tok[i] is not None and bool(_BYTE_FALLBACK.match(s_tok[i]))) == fallback_pass):
                 s_by_key.setdefault(k, i)
     for i, k in enumerate(token_keys(teacher_tokenizer)):
         if out[i] >= 0 or k is None:

@@ -9,6 +9,7 @@ loaded. Every error is a :class:`ConfigError` naming the field, the value and th
 section (how to write a teacher cache), completed from the recipe and checked by :func:`validate_cache_build`.
 """
 
+from crossdistill.config.chain import chain_stages
 from crossdistill.config.parse import (
     apply_override,
     build,
@@ -19,34 +20,43 @@ from crossdistill.config.parse import (
 )
 from crossdistill.config.schema import (
     CacheBuildConfig,
+    ChainStage,
     DataConfig,
     DistillConfig,
     GenerateConfig,
+    LambdaSchedule,
     LoraConfig,
     LossConfig,
     ModelConfig,
     OnPolicyConfig,
     TeacherConfig,
+    TeacherServerConfig,
     TrainConfig,
+    WeightedTeacherConfig,
 )
 from crossdistill.config.validate import validate, validate_cache_build
 from crossdistill.errors import ConfigError
 
 __all__ = [
     "CacheBuildConfig",
+    "ChainStage",
     "ConfigError",
     "DataConfig",
     "DistillConfig",
     "GenerateConfig",
+    "LambdaSchedule",
     "LoraConfig",
     "LossConfig",
     "ModelConfig",
     "OnPolicyConfig",
     "TeacherConfig",
+    "TeacherServerConfig",
     "TrainConfig",
+    "WeightedTeacherConfig",
     "apply_override",
     "build",
     "cache_build_from_dict",
+    "chain_stages",
     "config_from_dict",
     "load_cache_build_config",
     "load_config",

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from crossdistill.config.paths import resolve_recipe_paths
 from crossdistill.config.schema import RENAMED_SECTIONS, CacheBuildConfig, DistillConfig
 from crossdistill.config.validate import validate, validate_cache_build
 from crossdistill.errors import ConfigError
@@ -42,7 +43,7 @@ def _read_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"recipe {str(p)!r} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {str(p)!r} must be a mapping of sections (student:, data:, ...)")
-    return data
+    return resolve_recipe_paths(data, p.resolve().parent)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),

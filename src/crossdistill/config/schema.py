@@ -3,7 +3,7 @@ errors). :class:`ConfigError` lives in :mod:`crossdistill.errors`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +52,34 @@ class ModelConfig:
 
 
 @dataclass
+class TeacherServerConfig:
+    """A teacher behind an OpenAI-compatible vLLM server (``teacher.server``, ``cache_build.server``): the client
+    renders and tokenizes with the teacher's tokenizer locally, sends token ids and reads the server's
+    ``prompt_logprobs`` as a sparse top-k teacher signal. See docs/server.md."""
+
+    url: str = ""
+    """Base URL of the server, e.g. ``http://127.0.0.1:8000`` (a trailing ``/v1`` is accepted)."""
+    model: str = ""
+    """Served model name (vLLM's ``--served-model-name``, by default its ``--model`` argument). Empty: the one model
+    the server serves (refused when it serves several)."""
+    top_k: int = 20
+    """Teacher log-probs kept per position in training (``prompt_logprobs``); at most the server's
+    ``--max-logprobs``. A cache built from a server uses ``cache_build.k`` instead."""
+    timeout: float = 120.0
+    """Seconds to wait for one scoring request before it counts as failed (and is retried)."""
+    retries: int = 4
+    """Retries of a request after a transient failure (connection refused or dropped, timeout, HTTP 5xx / 429),
+    with exponential backoff; a 4xx other than 429 is not retried."""
+    backoff: float = 1.0
+    """Seconds before the first retry; each further retry waits twice as long (at most 30 s)."""
+    concurrency: int = 8
+    """Scoring requests in flight at once (one sequence per request; the server batches them)."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the server's API key (vLLM's ``--api-key``), sent as a bearer
+    token. The key itself never appears in a recipe, a log or an error."""
+
+
+@dataclass
 class TeacherConfig(ModelConfig):
     """The frozen teacher: a model, or an offline top-k cache of its outputs (``crossdistill cache``)."""
 
@@ -61,8 +89,25 @@ class TeacherConfig(ModelConfig):
     loads, to check it is the one the cache was made with). Same-vocabulary objectives only (``forward_kl``, ``jsd``
     ...) and off-policy only (no ``onpolicy.lmbda`` / ``seq_kd``): see docs/cache.md."""
     missing_mass: Literal["renormalize", "tail_bucket"] = "renormalize"
-    """With ``cache``: what the loss does with the teacher mass outside the cached top-k ids — ``renormalize`` them
-    to sum to 1, or keep the rest as one extra ``tail_bucket``."""
+    """With ``cache`` or ``server``: what the loss does with the teacher mass outside the top-k ids —
+    ``renormalize`` them to sum to 1, or keep the rest as one extra ``tail_bucket``."""
+    server: TeacherServerConfig | None = None
+    """A teacher served by vLLM (:class:`TeacherServerConfig`). Training then NEVER loads the teacher model; only
+    its tokenizer (``teacher.tokenizer`` or ``teacher.model``), which renders each example for the server. Objectives
+    that read a sparse teacher (same-tokenizer divergences, ``uld``, ``gold_hybrid``), off-policy and on-policy;
+    not ``onpolicy.seq_kd``. See docs/server.md."""
+
+
+@dataclass
+class WeightedTeacherConfig(TeacherConfig):
+    """One of several teachers (``teachers:``): a teacher model with its own tokenizer, and its weight."""
+
+    name: str = ""
+    """Label of this teacher in logs (``loss_<term>@<name>``) and records. Empty: ``teacher<i>`` (1-based)."""
+    weight: float = 1.0
+    """Weight of this teacher's objective: the loss is the sum over teachers of weight times the single-teacher
+    objective (the method's terms with their own weights, over one global target count). Weights that sum to 1 keep
+    every term, the student's ``ce`` included, at its single-teacher scale."""
 
 
 @dataclass
@@ -106,11 +151,51 @@ class LossConfig:
 
 
 @dataclass
+class LambdaSchedule:
+    """GKD's λ as a function of the optimizer step (``onpolicy.lmbda: {kind: linear, ...}``); docs/training.md,
+    "λ schedules". Every process evaluates it identically, and the per-step coin stays seeded by (seed, step)."""
+
+    kind: Literal["constant", "linear", "cosine", "adaptive"] = "constant"
+    """``constant``: λ = ``start`` at every step. ``linear`` / ``cosine``: λ goes from ``start`` to ``end`` between
+    the fractions ``ramp_start`` and ``ramp_end`` of the run's optimizer steps (``start`` before, ``end`` after;
+    ``cosine`` is a half cosine, flat at both ends). ``adaptive``: λ follows the measured gap between the
+    distillation loss on the student's own samples and on the off-policy completions, within [``lower``,
+    ``upper``]."""
+    start: float = 0.0
+    """λ at the start of the run. ``adaptive``: λ until both an on-policy and an off-policy step have been
+    measured (must lie in [``lower``, ``upper``])."""
+    end: float | None = None
+    """λ at the end of the ramp; required by ``linear`` and ``cosine``, unused by ``constant`` and ``adaptive``."""
+    ramp_start: float = 0.0
+    """Fraction of the run's optimizer steps (in [0, 1]) where the ramp begins (``linear`` / ``cosine``)."""
+    ramp_end: float = 1.0
+    """Fraction of the run's optimizer steps (in [0, 1], > ``ramp_start``) where the ramp reaches ``end``."""
+    lower: float = 0.05
+    """``adaptive``: the smallest λ. Must be > 0, so on-policy steps keep being measured."""
+    upper: float = 1.0
+    """``adaptive``: the largest λ."""
+    sensitivity: float = 2.0
+    """``adaptive``: how fast λ rises with the gap g = on-policy loss / off-policy loss:
+    λ = lower + (upper - lower) * (1 - exp(-sensitivity * max(g - 1, 0)))."""
+    ema: float = 0.8
+    """``adaptive``: decay of the moving averages of the two losses (in [0, 1); 0 = the last step only)."""
+
+    @property
+    def highest(self) -> float:
+        """The largest λ the schedule can take (0 means it never takes an on-policy step)."""
+        if self.kind == "adaptive":
+            return self.upper
+        return max(self.start, self.end if self.end is not None else self.start)
+
+
+@dataclass
 class OnPolicyConfig:
     """Generated completions: GKD on-policy mixing (student samples) and SeqKD (teacher samples)."""
 
-    lmbda: float = 0.0
-    """Probability that an optimizer step uses student-sampled completions (GKD λ, student-data fraction)."""
+    lmbda: float | LambdaSchedule = 0.0
+    """Probability that an optimizer step uses student-sampled completions (GKD λ, student-data fraction): a
+    constant, or a :class:`LambdaSchedule` mapping (``{kind: linear, start: 0, end: 0.5}``, ``{kind: adaptive,
+    start: 0.5}``) whose value at each step is the probability of that step."""
     seq_kd: bool = False
     """Off-policy steps use completions sampled by the teacher instead of the dataset's."""
     max_new_tokens: int | None = None
@@ -123,6 +208,11 @@ class OnPolicyConfig:
     """Top-k sampling (0 = off)."""
     backend: Literal["hf", "vllm"] = "hf"
     """Generation engine: HF ``generate``, or vLLM when installed (GPU)."""
+
+    @property
+    def highest_lmbda(self) -> float:
+        """The largest λ of :attr:`lmbda` (a constant or a schedule); > 0 means the run can take on-policy steps."""
+        return self.lmbda.highest if isinstance(self.lmbda, LambdaSchedule) else self.lmbda
 
 
 @dataclass
@@ -187,6 +277,10 @@ class CacheBuildConfig:
     """Use only the first ``limit`` examples of the dataset (``None``: all)."""
     workers: int = 1
     """Local worker processes, each with its own teacher copy, writing every ``workers``-th shard."""
+    server: TeacherServerConfig | None = None
+    """Score with a teacher served by vLLM instead of loading it (``None``: the recipe's ``teacher.server``, if
+    any). ``teacher`` then names only the tokenizer; ``k`` is the ``prompt_logprobs`` asked for; ``support: topk``
+    and ``temperature: 1`` only. Same cache format, resumable alike."""
 
 
 @dataclass
@@ -239,6 +333,20 @@ class TrainConfig:
 
 
 @dataclass
+class ChainStage:
+    """One run of a teacher-assistant chain (``chain:``, docs/training.md, "Teacher-assistant chains")."""
+
+    name: str = ""
+    """Label of the stage (letters, digits, ``-``, ``_``, ``.``); its output directory defaults to
+    ``<train.output_dir>/<name>``. Empty: ``stage<i>`` (1-based)."""
+    recipe: dict[str, Any] = field(default_factory=dict)
+    """Partial recipe of this stage (``student:``, ``loss:``, ``train:`` ... any section), merged key by key over the
+    recipe's own sections. ``teacher:`` differs: the first stage's teacher is the recipe's; a later stage's teacher
+    is the student the stage before it trained (its output directory) unless its ``teacher.model`` says otherwise,
+    and its ``teacher:`` mapping starts from the defaults, not from the recipe's teacher."""
+
+
+@dataclass
 class DistillConfig:
     """A whole run: student, optional teacher, data, objective, generation and training settings."""
 
@@ -261,11 +369,19 @@ class DistillConfig:
     cache_build: CacheBuildConfig | None = None
     """Settings of ``crossdistill cache`` (how to write a teacher cache), so one recipe can build a cache and then
     train from it; training reads ``teacher.cache`` instead. ``None``: the recipe builds no cache."""
+    teachers: list[WeightedTeacherConfig] | None = None
+    """Several teachers at once (instead of ``teacher:``), each with its own tokenizer, aligned to the student
+    independently, combined with per-teacher weights over one global normalization (docs/training.md, "Several
+    teachers"). The first is the one evaluated and recorded as ``teacher``. ``None``: one teacher (``teacher:``)."""
+    chain: list[ChainStage] | None = None
+    """A teacher-assistant chain (largest teacher first): the stages run one after another, each a full run with its
+    own output directory, record and resume, each stage's teacher being the student of the stage before it. The rest
+    of the recipe is the stages' common base (see :class:`ChainStage`). ``None``: one run."""
 
     @property
     def mode(self) -> str:
         """``sft`` | ``hard_label`` | ``soft`` | ``on_policy`` | ``seq_kd`` (derived, for records and logs)."""
-        if self.onpolicy.lmbda > 0:
+        if self.onpolicy.highest_lmbda > 0:
             return "on_policy"
         if self.onpolicy.seq_kd:
             return "seq_kd"
@@ -280,8 +396,21 @@ class DistillConfig:
         from ``teacher.model``, ``data.train`` and ``data.max_length``: what ``crossdistill cache`` runs with."""
         section = self.cache_build if self.cache_build is not None else CacheBuildConfig()
         teacher_model = self.teacher.model if self.teacher is not None else ""
+        server = section.server if section.server is not None else (
+            self.teacher.server if self.teacher is not None else None)
+        if server is not None and not teacher_model and self.teacher is not None:
+            teacher_model = self.teacher.tokenizer or ""  # a served teacher needs only its tokenizer here
         return replace(section, teacher=section.teacher or teacher_model, data=section.data or self.data.train,
-                       max_length=section.max_length if section.max_length is not None else self.data.max_length)
+                       max_length=section.max_length if section.max_length is not None else self.data.max_length,
+                       server=server)
+
+    def with_first_teacher(self) -> DistillConfig:
+        """With ``teachers:``, this config with ``teacher`` set to the first of them (the form every single-teacher
+        code path reads, and what ``resolved_config.yaml`` records); otherwise the config itself."""
+        if not self.teachers:
+            return self
+        first = self.teachers[0]
+        return replace(self, teacher=TeacherConfig(**{f.name: getattr(first, f.name) for f in fields(TeacherConfig)}))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

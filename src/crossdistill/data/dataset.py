@@ -12,8 +12,9 @@ bad examples fail before training starts. A batch holds only tensors (accelerate
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset

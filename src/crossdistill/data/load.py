@@ -10,6 +10,7 @@ Errors name the file, the example index and the fix, before any model is loaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,32 +76,82 @@ def detect_format(record: dict[str, Any], where: str) -> Format:
                     "'prompt' + 'completion', or 'text' (or set data.format)")
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _content_error(where: str, field: str, content: Any) -> DataError:
+    """The error for a message ``content`` that is not a string (``field`` is e.g. ``messages[1].content``)."""
+    if content is None:
+        return DataError(f"{where}: {field} is null; give the message's text as a string (\"\" for an empty turn) or "
+                         "remove the message")
+    if isinstance(content, list):
+        return DataError(f"{where}: {field} is a list ({_short(content)}), not a string; crossdistill renders text "
+                         "turns only: join the parts into one string (it would otherwise be rendered as the text "
+                         "of the list)")
+    return DataError(f"{where}: {field} is a {type(content).__name__} ({_short(content)}), not a string; give the "
+                     "message's text as a string")
+
+
+def check_messages(msgs: Any, where: str, field: str = "messages") -> None:
+    """Refuse chat messages that would render wrongly: not a non-empty list, a message without a string ``role``
+    and ``content`` (list, ``null`` or number contents are refused, never rendered as their ``repr``)."""
+    if not isinstance(msgs, list) or not msgs:
+        raise DataError(f"{where}: {field!r} must be a non-empty list of {{\"role\": ..., \"content\": ...}} messages; "
+                        f"got {_short(msgs)}")
+    for j, m in enumerate(msgs):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise DataError(f"{where}: {field}[{j}] needs 'role' and 'content', got {_short(m)}; write each message "
+                            "as {\"role\": \"user\", \"content\": \"...\"}")
+        if not isinstance(m["role"], str) or not m["role"]:
+            raise DataError(f"{where}: {field}[{j}].role is {_short(m['role'])}; give a role name such as \"user\" or "
+                            "\"assistant\"")
+        if not isinstance(m["content"], str):
+            raise _content_error(where, f"{field}[{j}].content", m["content"])
+
+
 def normalize(record: dict[str, Any], fmt: Format, where: str) -> dict[str, Any]:
-    """Check one record and keep only the fields of its format."""
+    """Check one record and keep only the fields of its format. Every check runs when the data is read, before any
+    model loads; each :class:`DataError` names the file, the example, the field and the fix."""
     if fmt == "messages":
         msgs = record.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise DataError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
-        for m in msgs:
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise DataError(f"{where}: every message needs 'role' and 'content', got {m!r}")
+        check_messages(msgs, where)
         if msgs[-1]["role"] != "assistant":
-            raise DataError(f"{where}: the last message must be the assistant's (the completion); got role "
-                            f"{msgs[-1]['role']!r}")
+            raise DataError(f"{where}: the last message must be the assistant's (the completion); got "
+                            f"messages[{len(msgs) - 1}].role={msgs[-1]['role']!r}; end the conversation with the "
+                            "assistant turn to train on")
+        if len(msgs) == 1:
+            raise DataError(f"{where}: 'messages' holds only the assistant's turn, so there is no prompt; add the "
+                            "user turn before it, or write the example as {\"text\": ...} to train on all of its text")
         return {"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]}
     if fmt == "prompt_completion":
         if "prompt" not in record or "completion" not in record:
-            raise DataError(f"{where}: data.format=prompt_completion needs 'prompt' and 'completion'")
+            raise DataError(f"{where}: data.format=prompt_completion needs 'prompt' and 'completion'; got keys "
+                            f"{sorted(record)}")
+        prompt = record["prompt"]
+        if isinstance(prompt, list):
+            check_messages(prompt, where, "prompt")
+        elif not isinstance(prompt, str):
+            raise DataError(f"{where}: 'prompt' is a {type(prompt).__name__} ({_short(prompt)}); give the prompt as a "
+                            "string or as a list of chat messages")
         if not isinstance(record["completion"], str):
-            raise DataError(f"{where}: 'completion' must be a string")
-        return {"prompt": record["prompt"], "completion": record["completion"]}
+            raise DataError(f"{where}: 'completion' must be a string, got a {type(record['completion']).__name__} "
+                            f"({_short(record['completion'])}); give the answer text as a string")
+        return {"prompt": prompt, "completion": record["completion"]}
     if not isinstance(record.get("text"), str):
-        raise DataError(f"{where}: data.format=text needs a string 'text'")
+        raise DataError(f"{where}: data.format=text needs a string 'text', got {_short(record.get('text'))}; give "
+                        "the text as a string")
     return {"text": record["text"]}
 
 
-def load_examples(path: str | Path, fmt: str = "auto", limit: int | None = None) -> list[dict[str, Any]]:
-    """Read and normalize every example of ``path``; raise :class:`DataError` on an empty file or a bad record."""
+def load_examples(path: str | Path, fmt: str = "auto", limit: int | None = None,
+                  keep: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read and normalize every example of ``path``; raise :class:`DataError` on an empty file or a bad record.
+
+    ``keep``: extra fields copied as they are when a record has them (``crossdistill eval`` keeps ``answer``); the
+    default keeps only the format's fields, which is what dataset fingerprints are computed over.
+    """
     records = read_records(path)
     if limit is not None:
         records = records[:limit]
@@ -110,10 +161,22 @@ def load_examples(path: str | Path, fmt: str = "auto", limit: int | None = None)
     for i, rec in enumerate(records):
         where = f"{path}: example {i}"
         if not isinstance(rec, dict):
-            raise DataError(f"{where} is a {type(rec).__name__}, not an object")
+            raise DataError(f"{where} is a {type(rec).__name__}, not an object; write one JSON object per line")
         f = detect_format(rec, where) if fmt == "auto" else fmt
-        out.append(normalize(rec, f, where))  # type: ignore[arg-type]
+        example = normalize(rec, f, where)  # type: ignore[arg-type]
+        example.update({k: rec[k] for k in keep if k in rec})
+        out.append(example)
     return out
+
+
+def split_eval(examples: list[dict[str, Any]], fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(train, held_out)``: the last ``max(1, round(n * fraction))`` examples are held out (none when ``fraction``
+    is 0 or there are fewer than 2 examples). Training and ``crossdistill eval`` both split by this rule, so eval
+    scores exactly the examples the run held out."""
+    if fraction <= 0 or len(examples) < 2:
+        return examples, []
+    n_eval = max(1, int(round(len(examples) * fraction)))
+    return examples[:-n_eval], examples[-n_eval:]
 
 
 def prompt_messages(example: dict[str, Any]) -> tuple[list[dict[str, str]] | str | None, str]:

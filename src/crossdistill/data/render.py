@@ -60,7 +60,6 @@ normalizer still point into the original text). We turn them into a partition of
 from __future__ import annotations
 
 import unicodedata
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any

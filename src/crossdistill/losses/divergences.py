@@ -216,7 +216,8 @@ def resolve(name: str, params: dict[str, float] | None = None) -> tuple[str, Div
     extra = set(params) - set(DEFAULTS[canonical])
     if extra:
         raise ValueError(
-            f"divergence {canonical!r} does not take parameter(s) {sorted(extra)}; it accepts {list(DEFAULTS[canonical])}"
+            f"divergence {canonical!r} does not take parameter(s) {sorted(extra)}; "
+            f"it accepts {list(DEFAULTS[canonical])}"
         )
     for key, value in params.items():
         _check_unit(key, value)

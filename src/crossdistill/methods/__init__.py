@@ -12,13 +12,19 @@ per-run state — plus a pure ``loss(ctx, params, state)`` that returns term sum
 Register your own with :func:`register` (see docs/design.md, "Adding a method").
 """
 
-from crossdistill.methods import ce, cdm, divergence, dskd, gold_hybrid, multilevel_ot, uld
+from crossdistill.methods import alm, cdm, ce, divergence, dskd, gold_hybrid, multilevel_ot, uld, xtoken
 from crossdistill.methods.base import Method, MethodOutput, MethodState, NoParams, Setup, StateInputs, StepContext
-from crossdistill.methods.registry import (METHODS, cross_tokenizer_methods, get_method, register,
-                                           sparse_teacher_methods, unregister)
+from crossdistill.methods.registry import (
+    METHODS,
+    cross_tokenizer_methods,
+    get_method,
+    register,
+    sparse_teacher_methods,
+    unregister,
+)
 
 for _m in (ce.METHOD, *divergence.METHODS, uld.METHOD, gold_hybrid.METHOD, *multilevel_ot.METHODS, cdm.METHOD,
-           *dskd.METHODS):
+           *dskd.METHODS, *xtoken.METHODS, alm.METHOD):
     register(_m)
 
 __all__ = ["METHODS", "Method", "MethodOutput", "MethodState", "NoParams", "Setup", "StateInputs", "StepContext",

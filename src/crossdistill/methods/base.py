@@ -17,9 +17,10 @@ count, which catches a method that silently drops positions.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,12 @@ class StepContext:
     student target positions in row-major ``mask.nonzero()`` order; cross-tokenizer: the teacher's target rows in
     ``teacher_mask.nonzero()`` order."""
     teacher_logits: torch.Tensor | None = None
-    """``[B, T_t, V_t]`` teacher logits over the teacher's own rendering (cross-tokenizer pairs), no grad."""
+    """``[B, T_t, V_t]`` teacher logits at EVERY position of the teacher's own rendering, no grad — only for methods
+    whose :attr:`Method.dense_teacher_rows` asks for them (e.g. positional ULD); others get
+    ``teacher_target_logits``."""
+    teacher_target_logits: torch.Tensor | None = None
+    """``[M, V_t]`` fp32 teacher logits at its target rows only (``teacher_mask.nonzero()`` order, padding columns
+    sliced off), no grad: what cross-tokenizer methods with ``teacher="logits"`` read."""
     teacher_targets: torch.Tensor | None = None
     """``[B, T_t]`` teacher targets, shifted with the same :func:`shift_targets`."""
     teacher_mask: torch.Tensor | None = None
@@ -190,12 +196,15 @@ class Setup:
 
     params: Any
     """The parsed ``Params``."""
-    teacher_source: Literal["model", "cache", "none"]
-    """Where the teacher signal comes from."""
+    teacher_source: Literal["model", "cache", "server", "none"]
+    """Where the teacher signal comes from (``server``: top-k log-probs from an inference server, sparse like a
+    cache)."""
     on_policy: bool
     """``onpolicy.lmbda > 0``."""
     has_teacher_tokenizer: bool
     """The recipe names a teacher model or tokenizer."""
+    teacher_top_k: int | None = None
+    """A sparse teacher's log-probs per position (the cache's k, the server's top_k); ``None``: dense or unknown."""
 
 
 LossFn = Callable[[StepContext, Any, Any], MethodOutput]
@@ -231,6 +240,10 @@ class Method:
     """Pre-flight check of the run's shape (raise :class:`ConfigError` naming the field and the fix)."""
     state: Callable[[StateInputs], MethodState | None] | None = None
     """Builds the per-run state (once, before the optimizer), or ``None`` for stateless methods."""
+    dense_teacher_rows: Callable[[Any], bool] | None = None
+    """``params -> bool``: the method reads the teacher's logits at every position (``ctx.teacher_logits``), not
+    only at its target rows (``ctx.teacher_target_logits``). ``None``: target rows only, which keeps teacher memory
+    independent of the prompt length."""
 
     @property
     def needs_teacher(self) -> bool:

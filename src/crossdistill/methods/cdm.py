@@ -5,6 +5,7 @@ student's cross-entropy (weight 0.9)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from crossdistill.align.dynamic_map import DynamicVocabMap, vocab_strings

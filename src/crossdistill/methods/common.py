@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from crossdistill.align.spans import BatchAlignment
+from crossdistill.errors import ConfigError
 from crossdistill.losses.chunked import ChunkedLossConfig, fused_distill_loss
 from crossdistill.losses.signal import TeacherSignal
-from crossdistill.methods.base import StepContext
+from crossdistill.methods.base import Setup, StepContext
 
 
 def chunk_config(ctx: StepContext, divergence: str = "forward_kl", params: dict[str, Any] | None = None,
@@ -45,6 +46,8 @@ def batch_alignment(ctx: StepContext) -> BatchAlignment:
 def teacher_target_rows(ctx: StepContext) -> Any:
     """The teacher at its target rows, in ``teacher_mask.nonzero()`` order: ``[M, V_t]`` logits (padding columns
     sliced off) or the sparse :class:`TeacherSignal` as given."""
+    if ctx.teacher_target_logits is not None:
+        return ctx.teacher_target_logits
     if ctx.teacher_logits is not None:
         if ctx.teacher_mask is None:
             raise ValueError("ctx.teacher_mask is required with ctx.teacher_logits")
@@ -61,6 +64,8 @@ def teacher_rows_per_example(ctx: StepContext) -> tuple[list[Any], torch.Tensor]
     if ctx.teacher_mask is None:
         raise ValueError("cross-tokenizer methods need ctx.teacher_mask (the teacher's shifted target positions)")
     counts = ctx.teacher_mask.sum(1)
+    if ctx.teacher_target_logits is not None:
+        return list(torch.split(ctx.teacher_target_logits, counts.tolist())), counts
     if ctx.teacher_logits is not None:
         z = ctx.teacher_logits
         z = z[..., : ctx.teacher_vocab_size] if ctx.teacher_vocab_size else z
@@ -93,3 +98,13 @@ def check_plain_head(ctx: StepContext, name: str) -> None:
     """Methods that use the raw head weight (projectors) do not model a bias or a logit scale."""
     if ctx.lm_head_bias is not None or ctx.logit_scale != 1.0:
         raise NotImplementedError(f"{name}: students with an lm_head bias or a logit scale are not supported yet")
+
+
+def check_sparse_top_k(setup: Setup, top_k: int | None, field: str = "loss.params.top_k") -> None:
+    """A sparse teacher (cache, server) holds ``setup.teacher_top_k`` log-probs per position: asking for more would
+    silently use fewer, so it is refused with the fix."""
+    k = setup.teacher_top_k
+    if k is not None and top_k is not None and top_k > k:
+        raise ConfigError(f"{field}={top_k} is more than the {k} teacher log-probs per position that "
+                          f"teacher.{setup.teacher_source} provides; set {field}={k} (or lower), or give the "
+                          f"teacher more (a cache built with a larger k)")

@@ -20,8 +20,17 @@ import torch
 from crossdistill.align.eta import eta_align, eta_token_strings
 from crossdistill.align.vocab_map import build_vocab_map, token_keys
 from crossdistill.losses.divergences import ALIASES, DIVERGENCES
-from crossdistill.losses.dskd import (DEFAULT_WEIGHTS, DSKDProjectors, dskd_cma_terms, dskd_eta_terms, dskd_terms,
-                                      load_projectors, pinv_projector_init, require_hidden, save_projectors)
+from crossdistill.losses.dskd import (
+    DEFAULT_WEIGHTS,
+    DSKDProjectors,
+    dskd_cma_terms,
+    dskd_eta_terms,
+    dskd_terms,
+    load_projectors,
+    pinv_projector_init,
+    require_hidden,
+    save_projectors,
+)
 from crossdistill.methods.base import Method, MethodOutput, StateInputs, StepContext, require
 from crossdistill.methods.common import ce_sum, check_plain_head
 
@@ -88,7 +97,7 @@ class ProjectorState:
     def parameters(self) -> list[torch.nn.Parameter]:
         return self.projectors.projector_parameters()
 
-    def to(self, device) -> "ProjectorState":
+    def to(self, device) -> ProjectorState:
         self.projectors.to(device)
         return self
 

@@ -15,8 +15,14 @@ from crossdistill.align.vocab_map import build_vocab_map
 from crossdistill.errors import ConfigError
 from crossdistill.losses.hybrid import gold_hybrid
 from crossdistill.methods.base import FixedState, Method, MethodOutput, Setup, StateInputs, StepContext, require
-from crossdistill.methods.common import (batch_alignment, ce_sum, side_temperatures, teacher_target_rows,
-                                         teacher_targets_flat)
+from crossdistill.methods.common import (
+    batch_alignment,
+    ce_sum,
+    check_sparse_top_k,
+    side_temperatures,
+    teacher_target_rows,
+    teacher_targets_flat,
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class VocabMapState(FixedState):
 
 
 def check(setup: Setup) -> None:
+    check_sparse_top_k(setup, setup.params.top_k)
     if setup.teacher_source == "cache" and not setup.has_teacher_tokenizer:
         raise ConfigError("teacher.cache with loss.name='gold_hybrid': its vocabulary map needs the teacher's "
                           "tokenizer; set teacher.tokenizer (or teacher.model) to the tokenizer the cache was "

@@ -17,8 +17,14 @@ from crossdistill.align.merge import MergeStrategy
 from crossdistill.errors import ConfigError
 from crossdistill.losses.uld import uld_from_alignment, uld_positional
 from crossdistill.methods.base import Method, MethodOutput, Setup, StepContext, require
-from crossdistill.methods.common import (batch_alignment, ce_sum, side_temperatures, teacher_target_rows,
-                                         teacher_targets_flat)
+from crossdistill.methods.common import (
+    batch_alignment,
+    ce_sum,
+    check_sparse_top_k,
+    side_temperatures,
+    teacher_target_rows,
+    teacher_targets_flat,
+)
 
 
 @dataclass(frozen=True)
@@ -53,9 +59,11 @@ class ULDParams:
 
 
 def check(setup: Setup) -> None:
-    if setup.teacher_source == "cache" and setup.params.variant != "aligned":
-        raise ConfigError(f"teacher.cache with loss.params.variant={setup.params.variant!r}: positional ULD needs the "
-                          "teacher's logits at every position; use variant 'aligned' (the default) with a cache")
+    if setup.teacher_source in ("cache", "server") and setup.params.variant != "aligned":
+        raise ConfigError(f"teacher.{setup.teacher_source} with loss.params.variant={setup.params.variant!r}: "
+                          "positional ULD needs the teacher's logits at every position; use variant 'aligned' (the "
+                          f"default) with a {setup.teacher_source}")
+    check_sparse_top_k(setup, setup.params.top_k)
 
 
 def uld_loss(ctx: StepContext, params: ULDParams, state: None) -> MethodOutput:
@@ -79,5 +87,6 @@ def uld_loss(ctx: StepContext, params: ULDParams, state: None) -> MethodOutput:
 
 METHOD = Method("uld", uld_loss, default_weights={"ce": 1.0, "uld": 1.5}, params=ULDParams, teacher="logits",
                 cross_tokenizer=True, sparse_teacher=True, soft_terms=("uld",), check=check,
+                dense_teacher_rows=lambda params: params.variant == "positional",
                 description="ULD sorted-L1 across tokenizers (aligned groups, or the original positional pairing) "
                             "+ student CE")

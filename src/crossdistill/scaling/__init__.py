@@ -45,12 +45,14 @@ __all__ = [
     "supervised_loss",
     "teacher_loss",
     "tokens_for_supervised_loss",
-    # lazily imported (scipy/matplotlib-heavy): fit_runs, load_runs, plan_distillation, should_distill
+    # lazily imported (scipy/matplotlib-heavy): fit_runs, load_runs, plan_distillation, should_distill,
+    # recommend_assistant
     "fit_runs",
     "load_runs",
     "plan_distillation",
     "plan_supervised",
     "should_distill",
+    "recommend_assistant",
 ]
 
 _LAZY = {
@@ -63,6 +65,8 @@ _LAZY = {
     "plan_distillation": "crossdistill.scaling.plan",
     "plan_supervised": "crossdistill.scaling.plan",
     "should_distill": "crossdistill.scaling.plan",
+    "recommend_assistant": "crossdistill.scaling.assistant",
+    "Candidate": "crossdistill.scaling.assistant",
 }
 
 

@@ -1,4 +1,5 @@
-"""``crossdistill scaling predict | fit | plan | should-i-distill``: the distillation scaling laws on the command line.
+"""``crossdistill scaling predict | fit | plan | should-i-distill | assistant``: the distillation scaling laws on the
+command line.
 
 Examples (sizes accept K/M/B/T/P suffixes):
 
@@ -7,6 +8,7 @@ Examples (sizes accept K/M/B/T/P suffixes):
     crossdistill scaling fit runs.jsonl --law both --bootstrap 200 --output coefficients.json
     crossdistill scaling plan --compute 1e22 --student-params 1B --scenario teacher-inference
     crossdistill scaling should-i-distill --compute 1e21 --student-params 500M --teacher-loss 2.3 --teacher-params 7B
+    crossdistill scaling assistant --teacher-loss 1.4 --student-params 1B --student-tokens 20B --assistant 3B:1.75
 
 Every command takes ``--json`` for machine-readable output and ``--coefficients FILE`` (written by ``fit --output``)
 to replace the paper's coefficients, which are specific to the paper's setup (C4, its architecture and tokenizer).
@@ -18,6 +20,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 from pathlib import Path
 
 from crossdistill.io import write_json
@@ -205,7 +208,8 @@ def _cmd_should(args) -> int:
     from crossdistill.scaling.plan import should_distill
 
     preset = _load_preset(args)
-    scenario = args.scenario or ("teacher-inference" if args.teacher_loss is not None else "teacher-pretraining-inference")
+    scenario = args.scenario or ("teacher-inference" if args.teacher_loss is not None
+                                 else "teacher-pretraining-inference")
     d = should_distill(args.compute, args.student_params, scenario, args.teacher_loss, args.teacher_params, preset)
     payload = {"preset": preset.name, **d.to_dict()}
     lines = [f"C = {args.compute:.4g} FLOPs, student N_S = {args.student_params:.4g}"
@@ -225,13 +229,78 @@ def _cmd_should(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ assistant
+
+
+def _candidate(text: str):
+    """``[NAME=]SIZE:LOSS`` (a measured assistant) or ``[NAME=]SIZE@TOKENS`` (one distilled from the teacher)."""
+    from crossdistill.scaling.assistant import Candidate
+
+    name, sep, spec = text.partition("=")
+    if not sep:
+        name, spec = "", text
+    if ":" in spec:
+        size, loss = spec.split(":", 1)
+        params, kwargs = _size(size), {"loss": _loss(loss)}
+    elif "@" in spec:
+        size, tokens = spec.split("@", 1)
+        params, kwargs = _size(size), {"tokens": _size(tokens)}
+    else:
+        raise argparse.ArgumentTypeError(f"{text!r}: give SIZE:LOSS (e.g. 3B:1.95, a measured assistant) or "
+                                         "SIZE@TOKENS (e.g. 3B@60B, distilled from the teacher), optionally NAME=...")
+    return Candidate(name.strip() or spec, params, **kwargs)
+
+
+def _cmd_assistant(args) -> int:
+    from crossdistill.scaling.assistant import ASSUMPTIONS, recommend_assistant
+
+    preset = _load_preset(args)
+    if (args.teacher_params is None) != (args.teacher_tokens is None):
+        raise ValueError("pass both --teacher-params and --teacher-tokens to derive L_T from Eq. 1, or --teacher-loss.")
+    if (args.teacher_loss is None) == (args.teacher_params is None):
+        raise ValueError("give the teacher: --teacher-loss, or --teacher-params with --teacher-tokens (not both).")
+    l_t = args.teacher_loss if args.teacher_loss is not None else float(
+        supervised_loss(args.teacher_params, args.teacher_tokens, preset))
+    a = recommend_assistant(l_t, args.student_params, args.student_tokens, args.assistant or [], preset)
+    lines = [f"student: N_S = {a.student_params:.4g}, D_S = {a.student_tokens:.4g} tokens  (preset: {preset.name})",
+             f"teacher: L_T = {l_t:.4f} nats" + (f" (Eq. 1 from N_T = {args.teacher_params:.4g}, D_T = "
+                                                 f"{args.teacher_tokens:.4g})" if args.teacher_loss is None else ""),
+             f"  supervised student (no teacher)     {a.supervised_loss:.5f} nats",
+             f"  distilled directly from the teacher {a.direct_loss:.5f} nats",
+             f"  best teacher for this student       L_T* = {a.optimal_teacher_loss:.4f} -> "
+             f"{a.student_loss_at_optimal:.5f} nats"
+             + ("  (the teacher is stronger than L_T*: capacity gap)" if a.teacher_too_strong else "")]
+    if a.options:
+        lines += ["assistants (teacher -> assistant -> student), best first:",
+                  f"  {'name':<14} {'N_A':>9} {'L_A':>8}  {'student L_S':>11} {'vs direct':>10}  L_A from"]
+        for o in a.options:
+            lines.append(f"  {o.name:<14} {o.params:>9.4g} {o.loss:>8.4f}  {o.student_loss:>11.5f} "
+                         f"{-o.gain:>+10.5f}  {o.loss_source}")
+    if a.best is not None:
+        lines.append(f"USE ASSISTANT {a.best.name}: the student's predicted loss is {a.best.gain:.4f} nats lower than "
+                     "distilled directly.")
+    else:
+        why = ("no candidate given" if not a.options else "no candidate lowers the student's predicted loss")
+        hint = (f"; an assistant helps when its loss is nearer L_T* = {a.optimal_teacher_loss:.4f} than the teacher's"
+                if a.teacher_too_strong else "; the teacher is not past the capacity gap, so a weaker one cannot help")
+        lines.append(f"DISTILL DIRECTLY: {why}{hint}.")
+    lines.append("assumptions:")
+    for x in (*ASSUMPTIONS, f"preset {preset.name}: {preset.description or 'no description'}"):
+        lines.append(textwrap.fill(x, 116, initial_indent="  - ", subsequent_indent="    ", break_on_hyphens=False))
+    payload = {"preset": preset.name, **a.to_dict()}
+    if args.teacher_loss is None:
+        payload.update(teacher_params=args.teacher_params, teacher_tokens=args.teacher_tokens)
+    _emit(args, payload, lines)
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossdistill scaling", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,fit,plan,should-i-distill}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,fit,plan,should-i-distill,assistant}")
 
     def common(p):
         p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
@@ -279,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--plot", help="write iso-FLOP profiles around this budget (PNG) here")
         common(p)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("assistant", help="does a teacher assistant lower the student's predicted loss? which one?")
+    p.add_argument("--teacher-loss", type=_loss, help="teacher validation cross-entropy L_T (nats)")
+    p.add_argument("--teacher-params", type=_size, help="teacher non-embedding params N_T (with --teacher-tokens)")
+    p.add_argument("--teacher-tokens", type=_size, help="teacher pretraining tokens D_T: L_T = L(N_T, D_T) by Eq. 1")
+    p.add_argument("--student-params", type=_size, required=True, help="student non-embedding parameters N_S")
+    p.add_argument("--student-tokens", type=_size, required=True, help="student distillation tokens D_S")
+    p.add_argument("--assistant", type=_candidate, action="append", metavar="[NAME=]SIZE:LOSS|SIZE@TOKENS",
+                   help="a candidate assistant (repeat): its size and measured loss (3B:1.95), or its size and the "
+                        "tokens it would be distilled on from the teacher (3B@60B)")
+    common(p)
+    p.set_defaults(func=_cmd_assistant)
     return parser
 
 

@@ -43,7 +43,6 @@ from crossdistill.scaling.objective import (
 )
 from crossdistill.scaling.runs import RunsError, RunTable
 
-
 __all__ = ["FitOptions", "FitResult", "fit_supervised", "fit_distillation", "fit_joint", "fit_runs",
            "check_identifiable"]
 
@@ -113,7 +112,8 @@ class FitResult:
                           ("held_out", [r for r in self.residuals if r["held_out"]])):
             if rows:
                 errs = np.abs([r["rel_error"] for r in rows])
-                out[key] = {"runs": len(rows), "mean_abs_rel_error": float(errs.mean()), "max_abs_rel_error": float(errs.max())}
+                out[key] = {"runs": len(rows), "mean_abs_rel_error": float(errs.mean()),
+                            "max_abs_rel_error": float(errs.max())}
         return out
 
     def to_dict(self) -> dict:
@@ -363,7 +363,8 @@ def fit_joint(runs: RunTable, options: FitOptions = FitOptions(),
     for name, coefs, mask, first in (("supervised", sup_c, ~is_dis, sup), ("distillation", dis_c, is_dis, dis)):
         out[name] = FitResult(
             law=name, coefficients=coefs, objective=val, n_runs=int((fit_mask & mask).sum()), n_grid=first.n_grid,
-            n_starts=first.n_starts, intervals=_natural_intervals(intervals, "sup_" if name == "supervised" else "dis_"),
+            n_starts=first.n_starts,
+            intervals=_natural_intervals(intervals, "sup_" if name == "supervised" else "dis_"),
             residuals=_residual_rows(runs.subset(mask), pred[mask], fit_mask[mask], name),
         )
     return out

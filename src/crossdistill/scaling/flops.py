@@ -109,7 +109,8 @@ def _positive(name: str, value) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     bad = ~np.isfinite(arr) | (arr <= 0)
     if bad.any():
-        raise ValueError(f"{name} = {arr[bad].flat[0] if arr.ndim else float(arr)!r}: must be a positive finite number.")
+        raise ValueError(f"{name} = {arr[bad].flat[0] if arr.ndim else float(arr)!r}: "
+                         "must be a positive finite number.")
     return arr
 
 

@@ -163,7 +163,8 @@ def log_student_loss(log_ns, log_ds, log_lt, sup: SupervisedCoefficients, dis: D
     log_ls_tilde = log_supervised_loss(log_ns, log_ds, sup)
     z = (log_lt - log_ls_tilde - math.log(dis.d1)) / dis.f1
     log_gap = -dis.c1 * dis.f1 * np.logaddexp(0.0, z)  # log of the broken-power-law factor, never underflows
-    bracket = np.logaddexp(math.log(dis.A) - dis.alpha * np.asarray(log_ns), math.log(dis.B) - dis.beta * np.asarray(log_ds))
+    bracket = np.logaddexp(math.log(dis.A) - dis.alpha * np.asarray(log_ns),
+                           math.log(dis.B) - dis.beta * np.asarray(log_ds))
     return np.logaddexp(log_lt, -dis.c0 * log_lt + log_gap + dis.gamma * bracket)
 
 
@@ -197,7 +198,8 @@ def student_loss(N_S, D_S, L_T, preset: LawPreset = PAPER):
     return _out(np.exp(log_ls))
 
 
-def optimal_teacher_loss(N_S: float, D_S: float, preset: LawPreset = PAPER, *, bounds=(1.0, 20.0)) -> tuple[float, float]:
+def optimal_teacher_loss(N_S: float, D_S: float, preset: LawPreset = PAPER, *,
+                         bounds=(1.0, 20.0)) -> tuple[float, float]:
     """The teacher loss L_T* that minimizes the student's loss for a fixed student (the bottom of the capacity-gap U).
 
     Returns ``(L_T*, L_S(N_S, D_S, L_T*))``. The search is over log L_T in ``bounds`` (nats); the U-shape has a

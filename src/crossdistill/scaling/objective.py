@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -71,7 +71,8 @@ def _sup_grad(theta: np.ndarray, data: dict) -> tuple[np.ndarray, np.ndarray]:
     q_a = _sigmoid_from_logs(m, s)
     p_e = _sigmoid_from_logs(e, out)
     p_2 = _sigmoid_from_logs(ga * s, out)
-    jac = np.stack([p_2 * ga * q_a, p_2 * ga * (1 - q_a), p_e, -p_2 * ga * q_a * ln, -p_2 * ga * (1 - q_a) * ld, p_2 * s], 1)
+    jac = np.stack([p_2 * ga * q_a, p_2 * ga * (1 - q_a), p_e,
+                    -p_2 * ga * q_a * ln, -p_2 * ga * (1 - q_a) * ld, p_2 * s], 1)
     return out, jac
 
 
@@ -210,7 +211,8 @@ JOINT = LawSpec(
     predict_batch=_joint_batch,
     predict_grad=_joint_grad,
     to_coefficients=lambda t: (SUPERVISED.to_coefficients(t[:6]), DISTILLATION.to_coefficients(t[6:])),
-    from_coefficients=lambda c: np.concatenate([SUPERVISED.from_coefficients(c[0]), DISTILLATION.from_coefficients(c[1])]),
+    from_coefficients=lambda c: np.concatenate([SUPERVISED.from_coefficients(c[0]),
+                                                DISTILLATION.from_coefficients(c[1])]),
 )
 
 

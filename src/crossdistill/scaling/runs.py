@@ -3,8 +3,9 @@
 JSONL: one object per line with ``student_non_embedding_params`` (N_S), ``student_tokens`` (D_S), ``teacher_loss``
 (L_T, validation cross-entropy in nats; ``null`` for a supervised run) and ``student_loss`` (validation CE). Other
 fields are ignored. With ``metric="bpb"`` the ``student_bpb`` / ``teacher_bpb`` fields are used instead: per-token
-cross-entropies of a student and a teacher with *different tokenizers* are not comparable, bits per byte are. CSV: columns ``N, D, L`` (supervised runs) or ``N_S, D_S, L_T, L_S`` (distillation runs; an
-empty ``L_T`` marks a supervised run).
+cross-entropies of a student and a teacher with *different tokenizers* are not comparable, bits per byte are.
+CSV: columns ``N, D, L`` (supervised runs) or ``N_S, D_S, L_T, L_S`` (distillation runs; an empty ``L_T`` marks a
+supervised run).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def _number(value, *, where: str, field: str, nullable: bool = False) -> float:
             "or rerun the evaluation."
         )
     if not math.isfinite(x) or x <= 0:
-        raise RunsError(f"{where}: field {field!r} = {x!r}; sizes, token counts and losses must be positive and finite.")
+        raise RunsError(f"{where}: field {field!r} = {x!r}; "
+                        "sizes, token counts and losses must be positive and finite.")
     return x
 
 
@@ -153,12 +155,14 @@ def load_runs(path: str | Path, metric: str = "loss") -> RunTable:
         elif {"N_S", "D_S", "L_T", "L_S"} <= cols:
             names = ("N_S", "D_S", "L_T", "L_S")
         else:
-            raise RunsError(f"{path}: CSV columns {sorted(cols)} are not recognized; expected N,D,L or N_S,D_S,L_T,L_S.")
+            raise RunsError(f"{path}: CSV columns {sorted(cols)} are not recognized; "
+                            "expected N,D,L or N_S,D_S,L_T,L_S.")
         for i, row in enumerate(reader, start=2):
             where = f"{path}:{i}"
             rows.append(
                 tuple(
-                    math.nan if name is None else _number(row.get(name), where=where, field=name, nullable=name == "L_T")
+                    math.nan if name is None
+                    else _number(row.get(name), where=where, field=name, nullable=name == "L_T")
                     for name in names
                 )
             )

@@ -31,6 +31,7 @@ def main_cache(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from crossdistill.config import load_cache_build_config
+    from crossdistill.teacher.server import ServerError
     from crossdistill.teacher.writer import build_cache
 
     recipe, overrides = args.recipe, list(args.overrides)
@@ -45,8 +46,8 @@ def main_cache(argv: list[str]) -> int:
         return 2
     try:
         manifest = build_cache(cfg, progress=not args.no_progress)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:  # bad data, tokenizer, or a foreign output dir
-        print(f"crossdistill cache: {err}", file=sys.stderr)
+    except (FileExistsError, FileNotFoundError, ValueError, ServerError) as err:  # bad data, tokenizer, a foreign
+        print(f"crossdistill cache: {err}", file=sys.stderr)                     # output dir, a failing server
         return 1
     tokens = sum(f["tokens"] for f in manifest.files)
     print(f"cache complete: {cfg.output} ({len(manifest.files)} shards, {tokens} tokens, k={manifest.k})")

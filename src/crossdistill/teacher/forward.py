@@ -7,7 +7,8 @@ tensor is ever materialized (docs/design.md, contract 7: memory).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

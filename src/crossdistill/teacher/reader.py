@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
-from crossdistill.manifest import (MANIFEST_NAME, Manifest, ManifestMismatchError, dataset_fingerprint,
-                                   tokenizer_hash, vocab_hash)
+from crossdistill.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestMismatchError,
+    dataset_fingerprint,
+    tokenizer_hash,
+    vocab_hash,
+)
 from crossdistill.teacher.format import FORMAT_VERSION, ShardData, decode_shard
 
 
@@ -38,6 +45,13 @@ class CacheTruncatedError(CacheError):
 
 class CacheChecksumError(CacheError):
     """A shard's bytes do not match the sha256 recorded in the manifest (corruption)."""
+
+
+def repair_hint(path: str | Path) -> str:
+    """How to repair a damaged cache: the command that rebuilds exactly its damaged shards."""
+    return (f"repair it with `crossdistill cache RECIPE` using the recipe (or the teacher=... data=... "
+            f"output={path} settings) that built it: a rerun verifies every shard and rebuilds only the damaged ones; "
+            f"`crossdistill cache-info {path} --verify` lists them")
 
 
 class CacheAlignmentError(CacheError):
@@ -108,7 +122,9 @@ def to_signal(examples: Sequence[CachedExample], policy: str = "renormalize", k:
 class CacheReader:
     """A teacher cache on disk. ``CacheReader(path)`` checks the manifest and every shard's presence and size."""
 
-    def __init__(self, path: str | Path, *, verify: bool = True, max_open_shards: int = 2):
+    def __init__(self, path: str | Path, *, verify: bool = True, max_open_shards: int = 2, check_sizes: bool = True):
+        """``check_sizes=False`` skips the per-shard presence and size checks (``cache-info --verify`` reports every
+        damaged shard through :meth:`verify_report` instead of stopping at the first)."""
         self.path = Path(path)
         self.verify = verify
         self.max_open_shards = max_open_shards
@@ -116,27 +132,36 @@ class CacheReader:
             hint = (" A run is in progress or was interrupted: rerun `crossdistill cache` with the same recipe to "
                     "finish it." if (self.path / ".plan.json").exists() else "")
             raise CacheIncompleteError(f"{self.path} is not a complete cache: it has no {MANIFEST_NAME}.{hint}")
-        self.manifest = Manifest.read(self.path)
+        try:
+            self.manifest = Manifest.read(self.path)
+        except (ValueError, TypeError) as err:  # not JSON, or fields this version does not know
+            raise CacheError(f"{self.path / MANIFEST_NAME} cannot be read ({err}); rebuild the cache with "
+                             "`crossdistill cache RECIPE --overwrite`") from None
         if self.manifest.kind != "cache":
             raise CacheError(f"{self.path} holds a {self.manifest.kind!r}, not a teacher cache")
         if self.manifest.format_version != FORMAT_VERSION:
             raise CacheError(f"{self.path} has cache format version {self.manifest.format_version}; this crossdistill "
                              f"reads version {FORMAT_VERSION}. Rebuild the cache or install the matching version.")
         extra = self.manifest.extra
-        self.bits: int = extra["bits"]
-        self.k: int = int(self.manifest.k)
-        self.support: str = extra["support"]
-        self.num_examples: int = extra["num_examples"]
-        self.files = self.manifest.files
-        for record in self.files:
-            shard = self.path / record["name"]
+        try:
+            self.bits: int = extra["bits"]
+            self.k: int = int(self.manifest.k)
+            self.support: str = extra["support"]
+            self.num_examples: int = extra["num_examples"]
+            self.files = self.manifest.files
+            names = [(r["name"], r["bytes"], r["examples"]) for r in self.files]
+        except (KeyError, TypeError, ValueError) as err:
+            raise CacheError(f"{self.path / MANIFEST_NAME} lacks {err} or holds a wrong value; rebuild the cache "
+                             "with `crossdistill cache RECIPE --overwrite`") from None
+        for name, expected, _ in names if check_sizes else []:
+            shard = self.path / name
             if not shard.exists():
-                raise CacheIncompleteError(f"shard {shard} listed in the manifest is missing; copy it back or rebuild "
-                                           "the cache")
+                raise CacheIncompleteError(f"shard {shard} listed in the manifest is missing; copy it back, or "
+                                           + repair_hint(self.path))
             size = shard.stat().st_size
-            if size != record["bytes"]:
-                raise CacheTruncatedError(f"shard {shard} has {size} bytes but the manifest records {record['bytes']}"
-                                          " (truncated or overwritten); restore it or rebuild the cache")
+            if size != expected:
+                raise CacheTruncatedError(f"shard {shard} has {size} bytes but the manifest records {expected}"
+                                          " (truncated or overwritten); restore it, or " + repair_hint(self.path))
         self._starts = [r["examples"][0] for r in self.files]
         self._open: OrderedDict[int, ShardData] = OrderedDict()
 
@@ -194,24 +219,57 @@ class CacheReader:
             return self._open[i]
         record = self.files[i]
         shard = self.path / record["name"]
-        raw = shard.read_bytes()
+        try:
+            raw = shard.read_bytes()
+        except FileNotFoundError:
+            raise CacheIncompleteError(f"shard {shard} listed in the manifest is missing; copy it back, or "
+                                       + repair_hint(self.path)) from None
         if len(raw) != record["bytes"]:
             raise CacheTruncatedError(f"shard {shard} has {len(raw)} bytes but the manifest records "
-                                      f"{record['bytes']}; restore it or rebuild the cache")
+                                      f"{record['bytes']} (truncated or overwritten); restore it, or "
+                                      + repair_hint(self.path))
         if self.verify and hashlib.sha256(raw).hexdigest() != record["sha256"]:
             raise CacheChecksumError(f"shard {shard} is corrupted: its sha256 differs from the manifest's; restore "
-                                     "it from a copy or rebuild the cache (`crossdistill cache`)")
-        data = decode_shard(raw, bits=self.bits, k=self.k)
+                                     "it from a copy, or " + repair_hint(self.path))
+        try:
+            data = decode_shard(raw, bits=self.bits, k=self.k)
+        except Exception as err:  # a malformed header or tensor (only possible when verify=False)
+            raise CacheChecksumError(f"shard {shard} cannot be decoded ({type(err).__name__}: {err}); "
+                                     + repair_hint(self.path)) from None
         self._open[i] = data
         while len(self._open) > self.max_open_shards:
             self._open.popitem(last=False)
         return data
 
     def verify_all(self) -> None:
-        """Verify the checksum of every shard (reads the whole cache once, one shard at a time)."""
+        """Verify the checksum of every shard (reads the whole cache once, one shard at a time); raise the first
+        damaged shard's :class:`CacheError`."""
         for i in range(self.num_shards):
             self.load_shard(i)
             self._open.pop(i, None)
+
+    def verify_report(self) -> list[tuple[str, str]]:
+        """``[(shard name, what is wrong)]`` for every damaged shard (missing, wrong size, wrong sha256, or bytes
+        that do not decode); empty when the cache is intact. Never raises on a malformed file."""
+        bad = []
+        for record in self.files:
+            shard = self.path / record["name"]
+            if not shard.is_file():
+                bad.append((record["name"], "missing"))
+                continue
+            size = shard.stat().st_size
+            if size != record["bytes"]:
+                bad.append((record["name"], f"{size} bytes, the manifest records {record['bytes']}"))
+                continue
+            raw = shard.read_bytes()
+            if hashlib.sha256(raw).hexdigest() != record["sha256"]:
+                bad.append((record["name"], "sha256 differs from the manifest's (corrupted)"))
+                continue
+            try:
+                decode_shard(raw, bits=self.bits, k=self.k)
+            except Exception as err:
+                bad.append((record["name"], f"does not decode ({type(err).__name__})"))
+        return bad
 
     def _example_from(self, data: ShardData, e: int) -> CachedExample:
         s = data.example_slice(e)
@@ -271,10 +329,14 @@ class CacheReader:
         examples = sum(r["examples"][1] - r["examples"][0] for r in self.files)
         tail_sum, empty = 0.0, 0
         for r in self.files:
-            with safe_open(str(self.path / r["name"]), framework="pt") as f:
-                tail_sum += float(f.get_tensor("tail_logmass").double().exp().sum())
-                offsets = f.get_tensor("token_offsets")
-                empty += int((offsets[1:] == offsets[:-1]).sum())
+            try:
+                with safe_open(str(self.path / r["name"]), framework="pt") as f:
+                    tail_sum += float(f.get_tensor("tail_logmass").double().exp().sum())
+                    offsets = f.get_tensor("token_offsets")
+                    empty += int((offsets[1:] == offsets[:-1]).sum())
+            except Exception as err:  # SafetensorError on a damaged header, OSError on a missing file
+                raise CacheChecksumError(f"shard {self.path / r['name']} cannot be read ({type(err).__name__}: "
+                                         f"{err}); " + repair_hint(self.path)) from None
         total = shard_bytes + (self.path / MANIFEST_NAME).stat().st_size
         return {
             "path": str(self.path), "teacher": self.manifest.teacher, "k": self.k, "support": self.support,

@@ -9,7 +9,10 @@ Life of a cache directory::
     manifest.json               plan + every shard record; written LAST: its presence means "complete"
 
 A shard is done when its ``.done.json`` exists and the shard file has that size and sha256, so a rerun after a crash
-(or a kill at any instant) redoes exactly the first incomplete shards. Shard i holds examples
+(or a kill at any instant) redoes exactly the first incomplete shards. A rerun on a COMPLETE cache verifies every
+shard against the manifest; if any fails, the cache goes back to the in-progress state (plan and the good shards'
+records first, the manifest removed last) and only the damaged shards are rebuilt. An output directory that holds
+anything else (another config's cache, other files) is refused unless ``overwrite``. Shard i holds examples
 ``[i * examples_per_shard, (i + 1) * examples_per_shard)``, batches inside it are fixed, sampled supports are seeded
 per example, and file names carry the global shard index rather than the rank: the bytes do not depend on
 interruptions or on the number of workers. Workers (local processes or accelerate ranks) take every
@@ -21,6 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +71,8 @@ def plan_manifest(cfg: CacheBuildConfig, tokenizer: Any, examples: list[dict[str
         "batch_size": cfg.batch_size, "max_length": cfg.max_length, "seed": cfg.seed if cfg.support == "sampled"
         else None, "teacher_dtype": cfg.teacher_dtype,
     }
+    if cfg.server is not None:  # scored by a served teacher: its model name (never the URL's key or credentials)
+        extra["teacher_server_model"] = cfg.server.model
     return Manifest(
         kind="cache", format_version=FORMAT_VERSION, tool_version=__version__, teacher=cfg.teacher,
         tokenizer_hashes={"teacher": tokenizer_hash(tokenizer), "teacher_vocab": vocab_hash(tokenizer)},
@@ -85,25 +93,84 @@ def _shard_complete(out: Path, index: int) -> dict[str, Any] | None:
     return record
 
 
-def prepare_output(cfg: CacheBuildConfig, plan: Manifest) -> bool:
-    """Create the output directory and check it against the plan. Returns True when the cache is already complete.
+CACHE_FILE = re.compile(r"^(shard-\d+\.safetensors|shard-\d+\.done\.json|manifest\.json|\.plan\.json|\..*\.tmp)$")
+"""Names a cache directory may hold (anything else means the directory is not, or not only, a cache)."""
 
-    Raises ``FileExistsError`` when the directory holds a cache or a partial cache of a different config.
+
+def verify_files(out: Path, files: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """``[(shard index, what is wrong)]`` for every shard of ``files`` (manifest records) that is missing, has
+    another size or another sha256."""
+    bad = []
+    for i, record in enumerate(files):
+        shard = out / record["name"]
+        if not shard.is_file():
+            bad.append((i, "missing"))
+        elif shard.stat().st_size != record["bytes"]:
+            bad.append((i, f"{shard.stat().st_size} bytes, the manifest records {record['bytes']}"))
+        elif sha256_file(shard) != record["sha256"]:
+            bad.append((i, "sha256 differs from the manifest's (corrupted)"))
+    return bad
+
+
+def _reopen_for_repair(out: Path, plan: Manifest, found: Manifest, bad: list[tuple[int, str]]) -> None:
+    """Turn a complete cache with damaged shards back into an in-progress one, so the normal resume path rebuilds
+    exactly the damaged shards. Kill-safe at every step: the plan and the good shards' records are written before
+    the manifest is removed, and a rerun at any point verifies and resumes again."""
+    for i, why in bad:
+        print(f"crossdistill cache: {out / found.files[i]['name']} failed verification ({why}); rebuilding it",
+              file=sys.stderr)
+    write_text(out / PLAN_NAME, plan.to_json())
+    damaged = {i for i, _ in bad}
+    for i, record in enumerate(found.files):
+        if i not in damaged:
+            write_text(out / done_name(i), json.dumps(record, sort_keys=True))
+    (out / MANIFEST_NAME).unlink()
+
+
+def _refuse(out: Path, what: str) -> None:
+    raise FileExistsError(f"cache_build.output={str(out)!r} {what}. Choose another output, or pass --overwrite to "
+                          "replace it")
+
+
+def prepare_output(cfg: CacheBuildConfig, plan: Manifest, overwrite: bool = False) -> bool:
+    """Create the output directory and check it against the plan. Returns True when the cache is already complete
+    and every shard verifies; a complete cache with damaged shards is reopened so they are rebuilt.
+
+    Raises ``FileExistsError`` when the output is a file, or holds a (partial) cache of a different config or files
+    that are not a cache, unless ``overwrite`` (then the directory is deleted first).
     """
     out = Path(cfg.output)
-    if (out / MANIFEST_NAME).exists():
-        found = Manifest.read(out)
-        differences = replace(found, files=[]).diff(plan, include_informational=False)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"cache_build.output={str(out)!r} is a file; give a directory for the cache")
+    foreign = sorted(p.name for p in out.iterdir() if not CACHE_FILE.match(p.name)) if out.is_dir() else []
+    problem = None
+    if foreign:
+        problem = (f"holds files that are not part of a cache ({', '.join(foreign[:5])}"
+                   f"{' ...' if len(foreign) > 5 else ''})")
+    elif (out / MANIFEST_NAME).exists():
+        try:
+            found = Manifest.read(out)
+            differences = replace(found, files=[]).diff(plan, include_informational=False)
+        except (ValueError, KeyError, TypeError) as err:
+            found, differences = None, [f"its {MANIFEST_NAME} cannot be read ({err})"]
         if differences:
-            raise FileExistsError(f"cache_build.output={str(out)!r} already holds a different cache ("
-                                  + "; ".join(differences) + "). Choose another output or delete it.")
-        return True
-    if (out / PLAN_NAME).exists():
-        partial = Manifest.read(out / PLAN_NAME)
-        differences = partial.diff(plan)
+            problem = "already holds a different cache (" + "; ".join(differences) + ")"
+        elif not overwrite:
+            bad = verify_files(out, found.files)
+            if not bad:
+                return True
+            _reopen_for_repair(out, plan, found, bad)
+    elif (out / PLAN_NAME).exists():
+        try:
+            differences = Manifest.read(out / PLAN_NAME).diff(plan)
+        except (ValueError, KeyError, TypeError) as err:
+            differences = [f"its {PLAN_NAME} cannot be read ({err})"]
         if differences:
-            raise FileExistsError(f"cache_build.output={str(out)!r} holds a partial cache of a different config ("
-                                  + "; ".join(differences) + "). Choose another output or delete the directory.")
+            problem = "holds a partial cache of a different config (" + "; ".join(differences) + ")"
+    if problem is not None or (overwrite and out.is_dir() and any(out.iterdir())):
+        if not overwrite:
+            _refuse(out, problem)
+        shutil.rmtree(out)
     write_text(out / PLAN_NAME, plan.to_json())
     return False
 
@@ -122,7 +189,15 @@ def write_shards(cfg: CacheBuildConfig, examples: list[dict[str, Any]], rank: in
     todo = [i for i in range(rank, num_shards, world) if _shard_complete(out, i) is None]
     if not todo:
         return 0
-    model, tok = load_teacher(cfg.teacher, cfg.teacher_dtype, device)
+    if cfg.server is not None:  # a served teacher: only its tokenizer loads here, the server scores
+        from crossdistill.teacher.forward import load_tokenizer
+        from crossdistill.teacher.server import ServedTeacher, server_records
+
+        tok = load_tokenizer(cfg.teacher)
+        served = ServedTeacher.connect(cfg.server, tok, k=cfg.k, where="cache_build.server",
+                                       longest=cfg.max_length)
+    else:
+        model, tok = load_teacher(cfg.teacher, cfg.teacher_dtype, device)
     bits = bits_for(len(tok))
     hook = os.environ.get(FAIL_ENV, "")
     fail_after = int(hook.split(":")[0]) if hook else None
@@ -137,6 +212,9 @@ def write_shards(cfg: CacheBuildConfig, examples: list[dict[str, Any]], rank: in
                 prompt, completion = prompt_messages(examples[j])
                 rendered.append(render(tok, prompt if prompt is not None else "", completion,
                                        max_length=cfg.max_length))
+            if cfg.server is not None:
+                records += server_records(served, rendered)
+                continue
             records += teacher_records(model, tok, rendered, idx, k=cfg.k, support=cfg.support,
                                        temperature=cfg.temperature, seed=cfg.seed)
         blob = encode_shard(concat_examples(records, list(range(lo, hi))), bits=bits, value_dtype=cfg.value_dtype,
@@ -192,8 +270,12 @@ def _resolve_device(cfg: CacheBuildConfig, state: Any = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_cache(cfg: CacheBuildConfig, progress: bool = True) -> Manifest:
+def build_cache(cfg: CacheBuildConfig, progress: bool = True, overwrite: bool = False) -> Manifest:
     """Run the whole cache job (resuming what a previous run left) and return the final manifest.
+
+    A complete cache is verified (every shard's size and sha256) and its damaged shards are rebuilt. ``overwrite``
+    deletes whatever ``cfg.output`` holds first; without it another config's cache, or files that are not a cache,
+    are refused (``FileExistsError``).
 
     Under ``accelerate launch`` every process takes its share of shards and rank 0 merges; with ``cfg.workers > 1``
     local worker processes do the same on CPU.
@@ -203,13 +285,20 @@ def build_cache(cfg: CacheBuildConfig, progress: bool = True) -> Manifest:
     validate_cache_build(cfg)  # settings built by hand (not by the config loaders) are checked before any work too
     examples = load_cache_examples(cfg)
     tokenizer = load_tokenizer(cfg.teacher)  # cheap; the model loads only if work remains
+    if cfg.server is not None:  # check the served teacher before any work, and record the model it serves
+        from crossdistill.teacher.server import ServedTeacher
+
+        served = ServedTeacher.connect(cfg.server, tokenizer, k=cfg.k, where="cache_build.server",
+                                       longest=cfg.max_length)
+        cfg = replace(cfg, server=replace(cfg.server, model=served.client.model))
+        served.close()
     plan = plan_manifest(cfg, tokenizer, examples)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # accelerate / torchrun ranks
         from accelerate import PartialState
 
         state = PartialState()
-        done = prepare_output(cfg, plan) if state.is_main_process else False
+        done = prepare_output(cfg, plan, overwrite) if state.is_main_process else False
         state.wait_for_everyone()
         done = done or (Path(cfg.output) / MANIFEST_NAME).exists()
         if not done:
@@ -220,7 +309,7 @@ def build_cache(cfg: CacheBuildConfig, progress: bool = True) -> Manifest:
             merge(cfg, plan)
         state.wait_for_everyone()
         return Manifest.read(cfg.output)
-    if prepare_output(cfg, plan):
+    if prepare_output(cfg, plan, overwrite):
         return Manifest.read(cfg.output)
     if cfg.workers > 1:
         import multiprocessing as mp

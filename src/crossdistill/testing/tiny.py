@@ -111,7 +111,7 @@ def save_tokenizer(kind: str, path: str | Path, vocab_size: int = 300, chat_temp
 
 
 def save_model(arch: str, tokenizer_path: str | Path, path: str | Path, hidden: int = 32, layers: int = 2,
-               seed: int = 0, vocab_pad: int = 0) -> Path:
+               seed: int = 0, vocab_pad: int = 0, heads: int = 4) -> Path:
     """Save a randomly initialised tiny causal LM whose vocabulary matches the tokenizer at ``tokenizer_path``.
 
     Args:
@@ -120,6 +120,8 @@ def save_model(arch: str, tokenizer_path: str | Path, path: str | Path, hidden: 
             pipeline (byte-level BPE) whatever ``tokenizer.json`` says; a SentencePiece-style tokenizer then silently
             drops characters. The saved directory is loaded back and checked (ValueError on any difference).
         vocab_pad: extra embedding rows beyond the tokenizer (models whose head is padded, like Qwen2.5-7B).
+        heads: attention heads (key/value heads: half of them, at least one). A model a vLLM CPU server loads needs a
+            head size (``hidden / heads``) of at least 32, e.g. ``hidden=64, heads=2``.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
@@ -127,20 +129,21 @@ def save_model(arch: str, tokenizer_path: str | Path, path: str | Path, hidden: 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     vocab = len(tok) + vocab_pad
     ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    kv_heads = max(1, heads // 2)
     if arch == "llama":
         cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                          num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
                           tie_word_embeddings=False, **ids)
     elif arch == "qwen2":
         cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                          num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
                           tie_word_embeddings=True, **ids)
     elif arch == "mistral":
-        cfg = MistralConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                            sliding_window=None, tie_word_embeddings=True, **ids)
+        cfg = MistralConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                            max_position_embeddings=512, sliding_window=None, tie_word_embeddings=True, **ids)
     elif arch == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=4, n_positions=512, **ids)
+        cfg = GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads, n_positions=512, **ids)
     else:
         raise ValueError(f"arch must be one of 'llama', 'qwen2', 'mistral', 'gpt2'; got {arch!r}")
     torch.manual_seed(seed)

@@ -1,8 +1,10 @@
 """On-policy mixing (GKD λ) and SeqKD: replace a batch's completions with samples from the student or the teacher.
 
-The λ decision is a pure function of (seed, optimizer step): every process computes the same answer without any
-communication, and a resumed run makes the same decisions as an uninterrupted one (unlike GKD's
-per-process coin flip, which lets ranks diverge).
+The λ decision is a pure function of (seed, optimizer step, λ of the step): every process computes the same answer
+without any communication, and a resumed run makes the same decisions as an uninterrupted one (unlike GKD's
+per-process coin flip, which lets ranks diverge). λ itself is a constant or a schedule (:class:`LambdaController`):
+ramps are functions of (step, total steps); the adaptive rule reads only losses summed over all processes and
+folded in at the end of the previous step, and its state is saved in every checkpoint.
 
 Same-tokenizer pairs train on the exact sampled ids. Cross-tokenizer pairs need one shared completion text: the
 sample is decoded (``skip_special_tokens=False``) and BOTH models re-render prompt + text with their own template,
@@ -12,15 +14,19 @@ so alignment spans are exact. A sample that hit ``max_new_tokens`` without EOS g
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from crossdistill.config import OnPolicyConfig
+from crossdistill.config import LambdaSchedule, OnPolicyConfig
 from crossdistill.data.dataset import RenderedDataset, collate_pair
 from crossdistill.data.render import IGNORE_INDEX, Rendered, render
+from crossdistill.io import write_json
 from crossdistill.models import generate
 
 
@@ -41,6 +47,89 @@ def step_is_on_policy(seed: int, step: int, lmbda: float) -> bool:
     if lmbda >= 1.0:
         return True
     return random.Random(f"crossdistill-onpolicy:{seed}:{step}").random() < lmbda
+
+
+def ramp_lmbda(schedule: LambdaSchedule, step: int, total_steps: int) -> float:
+    """λ of a ``constant`` / ``linear`` / ``cosine`` schedule at optimizer step ``step`` (0-based) of ``total_steps``.
+
+    The run's progress is ``step / (total_steps - 1)`` (0 at the first step, 1 at the last), so ``ramp_start=0,
+    ramp_end=1`` gives exactly ``start`` at the first step and ``end`` at the last.
+    """
+    if schedule.kind == "constant" or schedule.end is None:
+        return schedule.start
+    progress = step / max(total_steps - 1, 1)
+    u = min(max((progress - schedule.ramp_start) / (schedule.ramp_end - schedule.ramp_start), 0.0), 1.0)
+    if schedule.kind == "cosine":
+        u = 0.5 * (1.0 - math.cos(math.pi * u))
+    return schedule.start + (schedule.end - schedule.start) * u
+
+
+def adaptive_lmbda(schedule: LambdaSchedule, on_loss: float | None, off_loss: float | None) -> float:
+    """The adaptive rule: λ from the gap ``g = on_loss / off_loss`` between the (moving-average) distillation loss on
+    the student's own samples and on the off-policy completions.
+
+    ``λ = lower + (upper - lower) * (1 - exp(-sensitivity * max(g - 1, 0)))``: no gap (the teacher finds the student's
+    own samples no worse than the data) gives ``lower``, a growing gap pushes λ towards ``upper``. Before both losses
+    have been measured, λ is ``start``.
+    """
+    if on_loss is None or off_loss is None:
+        return schedule.start
+    gap = on_loss / off_loss if off_loss > 0 else (1.0 if on_loss <= 0 else math.inf)
+    rise = 1.0 - math.exp(-schedule.sensitivity * max(gap - 1.0, 0.0))
+    return schedule.lower + (schedule.upper - schedule.lower) * rise
+
+
+class LambdaController:
+    """λ for every optimizer step, from ``onpolicy.lmbda`` (a constant or a :class:`LambdaSchedule`).
+
+    ``value(step, total)`` is the scheduled λ of a step; :func:`step_is_on_policy` turns it into the step's decision.
+    For the adaptive rule, the trainer calls :meth:`observe` once per step with the step's GLOBAL distillation loss
+    (summed over micro-batches and processes, so equal on every process) before the next step's decision;
+    :meth:`save` / :meth:`load` keep the moving averages in checkpoints so a resumed run continues exactly.
+    """
+
+    FILE = "onpolicy_lambda.json"
+    """The controller's state in a checkpoint directory (adaptive rule only)."""
+
+    def __init__(self, lmbda: float | LambdaSchedule):
+        self.schedule = lmbda if isinstance(lmbda, LambdaSchedule) else None
+        self.constant = float(lmbda) if self.schedule is None else None
+        self.ema: dict[str, float | None] = {"on_policy": None, "off_policy": None}
+        self.observed: dict[str, int] = {"on_policy": 0, "off_policy": 0}
+
+    @property
+    def adaptive(self) -> bool:
+        return self.schedule is not None and self.schedule.kind == "adaptive"
+
+    def value(self, step: int, total_steps: int) -> float:
+        if self.schedule is None:
+            return self.constant
+        if self.adaptive:
+            return adaptive_lmbda(self.schedule, self.ema["on_policy"], self.ema["off_policy"])
+        return ramp_lmbda(self.schedule, step, total_steps)
+
+    def observe(self, on_policy: bool, loss: float) -> None:
+        """Fold one step's global distillation loss into the moving average of its kind (on- or off-policy)."""
+        if not self.adaptive or not math.isfinite(loss):
+            return
+        key = "on_policy" if on_policy else "off_policy"
+        prev, decay = self.ema[key], self.schedule.ema
+        self.ema[key] = loss if prev is None else decay * prev + (1.0 - decay) * loss
+        self.observed[key] += 1
+
+    def state_dict(self) -> dict:
+        return {"ema": dict(self.ema), "observed": dict(self.observed)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema = {k: (None if v is None else float(v)) for k, v in state["ema"].items()}
+        self.observed = {k: int(v) for k, v in state["observed"].items()}
+
+    def save(self, directory: str | os.PathLike) -> None:
+        write_json(os.path.join(directory, self.FILE), self.state_dict(), sort_keys=True)
+
+    def load(self, directory: str | os.PathLike) -> None:
+        with open(os.path.join(directory, self.FILE), encoding="utf-8") as f:
+            self.load_state_dict(json.load(f))
 
 
 def sample(model: torch.nn.Module, tok: Any, prompts: list[list[int]], cfg: OnPolicyConfig,

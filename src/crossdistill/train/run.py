@@ -9,11 +9,11 @@ student's weights) -> final validation -> one record appended to ``runs.jsonl``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ from crossdistill import models
 from crossdistill.config import ConfigError, DistillConfig
 from crossdistill.data.dataset import DistillCollator, RenderedDataset
 from crossdistill.data.load import DataError, load_examples
-from crossdistill.io import append_line, write_text
+from crossdistill.io import append_line, fsync_dir, write_json, write_text
+from crossdistill.manifest import MANIFEST_NAME
 from crossdistill.methods import Method, cross_tokenizer_methods, get_method
+from crossdistill.train import identity
 
 RESOLVED_CONFIG = "resolved_config.yaml"
 STUDENT_FORMAT_VERSION = 1
@@ -45,6 +47,11 @@ class Prepared:
     cached_teacher: Any = None
     """:class:`crossdistill.teacher.source.CachedTeacher` when ``teacher.cache`` is set (checked against the data
     and the tokenizers here, before any model loads)."""
+    served_teacher: Any = None
+    """:class:`crossdistill.teacher.server.ServedTeacher` when ``teacher.server`` is set (connected and checked here:
+    model name, k, tokenizer, sequence length — before any model loads)."""
+    extra_teachers: list = field(default_factory=list)
+    """With ``teachers:``, every teacher after the first (:class:`crossdistill.train.multi_teacher.ExtraTeacher`)."""
 
 
 def check_pair(cfg: DistillConfig, method: Method, student_tok: Any, teacher_tok: Any | None) -> bool:
@@ -68,14 +75,14 @@ def check_pair(cfg: DistillConfig, method: Method, student_tok: Any, teacher_tok
 
 
 def _split(examples: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
-    if fraction <= 0 or len(examples) < 2:
-        return examples, []
-    n_eval = max(1, int(round(len(examples) * fraction)))
-    return examples[:-n_eval], examples[-n_eval:]
+    from crossdistill.data.load import split_eval  # the one rule: `crossdistill eval RECIPE` holds out the same
+
+    return split_eval(examples, fraction)
 
 
 def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
     """Tokenizers, pair checks and rendered data; no model weights."""
+    cfg = cfg.with_first_teacher()  # several teachers: the first is the run's teacher, the others are added below
     method = get_method(cfg.loss.name)
     student_tok = models.load_tokenizer(cfg.student, "student")
     teacher_tok = models.load_tokenizer(cfg.teacher, "teacher") if cfg.teacher is not None and (
@@ -120,7 +127,20 @@ def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
             if s.input_ids[s.completion_start:] != t.input_ids[t.completion_start:]:
                 raise DataError(f"data.train example {i}: the completion tokenizes differently after the student's "
                                 "and the teacher's prompts; use a cross-tokenizer objective")
-    return Prepared(cfg, method, student_tok, teacher_tok, separate, train, evald, manifest, cached)
+    served = None
+    if cfg.teacher is not None and cfg.teacher.server is not None:
+        from crossdistill.teacher.server import ServedTeacher
+
+        # The longest teacher rendering of the data must fit the server (on-policy samples are checked per request).
+        longest = max(len((it.teacher or it.student).input_ids) for it in train.items)
+        served = ServedTeacher.connect(cfg.teacher.server, teacher_tok, policy=cfg.teacher.missing_mass,
+                                       longest=longest)
+    extra = []
+    if cfg.teachers:
+        from crossdistill.train.multi_teacher import prepare_extra_teachers
+
+        extra = prepare_extra_teachers(cfg, method, student_tok, train_ex, progress)
+    return Prepared(cfg, method, student_tok, teacher_tok, separate, train, evald, manifest, cached, served, extra)
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -161,11 +181,12 @@ def _write_resolved(cfg: DistillConfig) -> None:
 
 
 def _student_manifest(p: Prepared):
-    from crossdistill.version import __version__
     from crossdistill.manifest import Manifest, dataset_fingerprint, text_hash, tokenizer_hash
+    from crossdistill.version import __version__
 
     cfg = p.cfg
     toks = {"student": p.student_tok, **({"teacher": p.teacher_tok} if p.teacher_tok is not None else {})}
+    toks.update({f"teacher@{e.name}": e.tokenizer for e in p.extra_teachers})  # several teachers: every one
     return Manifest(kind="student", format_version=STUDENT_FORMAT_VERSION, tool_version=__version__,
                     teacher=(cfg.teacher.model or cfg.teacher.cache) if cfg.teacher else None,
                     tokenizer_hashes={k: tokenizer_hash(v) for k, v in toks.items()},
@@ -173,7 +194,7 @@ def _student_manifest(p: Prepared):
                     temperatures={"distillation": cfg.loss.temperature, "sampling": cfg.onpolicy.temperature},
                     dataset_fingerprint=dataset_fingerprint({"p": it.prompt, "c": it.completion}
                                                             for it in p.train.items),
-                    extra={"mode": cfg.mode, "loss": cfg.loss.name, "lmbda": cfg.onpolicy.lmbda})
+                    extra={"mode": cfg.mode, "loss": cfg.loss.name, "lmbda": cfg.to_dict()["onpolicy"]["lmbda"]})
 
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
@@ -201,47 +222,78 @@ def quiet_weight_bars():
 
 
 def run_training(cfg: DistillConfig, resume: bool = False, callbacks: list | None = None,
-                 prepared: Prepared | None = None) -> dict[str, Any]:
-    """Train, save the student, append the run record; returns the record."""
+                 prepared: Prepared | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Train, save the student, append the run record; returns the record.
+
+    ``train.output_dir`` must be empty unless ``resume`` (continue the run in it: its checkpoint must come from the
+    same config, see :mod:`crossdistill.train.identity`; a finished run is returned as it is, nothing trains) or
+    ``overwrite`` (its previous contents are deleted first)."""
+    if cfg.chain is not None:
+        raise ConfigError("this config has a chain: section (several runs); run it with crossdistill.train.chain."
+                          "run_chain (what `crossdistill train` does), or remove chain: for one run")
+    cfg = cfg.with_first_teacher()  # several teachers: the first is the run's teacher (train.multi_teacher)
+    plan = identity.plan_output(cfg, resume, overwrite, last_complete_checkpoint)
+    if plan.finished is not None:
+        _ensure_recorded(cfg, plan.finished)
+        return plan.finished
     with quiet_weight_bars():
-        return _run_training(cfg, resume, callbacks, prepared)
+        return _run_training(cfg, plan.resume_from if resume else None, callbacks, prepared, overwrite)
 
 
-def _run_training(cfg: DistillConfig, resume: bool, callbacks: list | None, prepared: Prepared | None
-                  ) -> dict[str, Any]:
+def _ensure_recorded(cfg: DistillConfig, record: dict[str, Any]) -> None:
+    """A finished run whose record did not reach ``runs.jsonl`` (killed in between) gets it now, once."""
+    path = runs_file(cfg)
+    key = (record.get("time"), record.get("output_dir"))
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                old = json.loads(line)
+            except ValueError:
+                continue
+            if (old.get("time"), old.get("output_dir")) == key:
+                return
+    append_record(path, record)
+
+
+def _run_training(cfg: DistillConfig, resume_from: str | None, callbacks: list | None, prepared: Prepared | None,
+                  overwrite: bool) -> dict[str, Any]:
     import transformers
 
     from crossdistill.train.trainer import DistillTrainer
 
     p = prepared or prepare(cfg, progress=cfg.train.progress_bar)
     args = training_arguments(cfg)
-    if args.process_index == 0:
-        _write_resolved(cfg)
+    with args.main_process_first(desc="output_dir"):  # one process clears and writes; the others wait for it
+        if args.process_index == 0:
+            if overwrite:
+                identity.clear_output(cfg)
+            _write_resolved(cfg)
     transformers.set_seed(cfg.train.seed)
     student = models.load_model(cfg.student, "student")
     student = models.apply_lora(student, cfg.student)
     teacher = None
-    if cfg.teacher is not None and cfg.teacher.cache is None and (p.method.needs_teacher or cfg.onpolicy.seq_kd
-                                                                  or p.eval is not None):
+    if cfg.teacher is not None and cfg.teacher.cache is None and cfg.teacher.server is None and (
+            p.method.needs_teacher or cfg.onpolicy.seq_kd or p.eval is not None):
         teacher = models.freeze_teacher(models.load_model(cfg.teacher, "teacher", device=args.device))
-    resume_from = last_complete_checkpoint(cfg.train.output_dir) if resume else None
-    if resume and resume_from is None:
-        warnings.warn(f"--resume: no complete checkpoint in {cfg.train.output_dir}; starting from scratch",
-                      stacklevel=2)
     trainer = DistillTrainer(
         model=student, args=args, train_dataset=p.train, eval_dataset=p.eval,
         data_collator=DistillCollator(p.student_tok.pad_token_id,
                                       p.teacher_tok.pad_token_id if p.separate_teacher else None),
         callbacks=callbacks, method=p.method, dcfg=cfg, teacher=teacher, student_tok=p.student_tok,
         teacher_tok=p.teacher_tok, train_data=p.train, eval_data=p.eval, separate_teacher=p.separate_teacher,
-        cached_teacher=p.cached_teacher)
+        cached_teacher=p.cached_teacher, served_teacher=p.served_teacher, fingerprint=identity.fingerprint(cfg))
+    if p.extra_teachers:
+        from crossdistill.train.multi_teacher import attach_teachers
+
+        attach_teachers(trainer, p)
     start = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_state()  # trainer_state.json (log history) next to the outputs
     save_student(trainer, p)
     metrics = trainer.validation_metrics("final")
     record = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "method": cfg.method or f"{cfg.mode}:{cfg.loss.name}",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "method": cfg.method or f"{cfg.mode}:{cfg.loss.name}",
         "mode": cfg.mode, "loss": cfg.loss.name, "seed": cfg.train.seed, "student": cfg.student.model,
         "teacher": (cfg.teacher.model or cfg.teacher.cache) if cfg.teacher else None,
         "output_dir": cfg.train.output_dir,
@@ -253,28 +305,48 @@ def _run_training(cfg: DistillConfig, resume: bool, callbacks: list | None, prep
         "config": cfg.to_dict(),
     }
     if trainer.args.process_index == 0:
+        write_json(Path(cfg.train.output_dir) / identity.RECORD_FILE, record, sort_keys=True, default=str)
         append_record(runs_file(cfg), record)
     return record
 
 
+STUDENT_PARTIAL = ".student-partial"
+"""Where the final student is written before its files move into ``train.output_dir``."""
+
+
 def save_student(trainer, p: Prepared) -> None:
-    """Student in HF format (LoRA merged) + tokenizer + manifest, loadable by ``AutoModelForCausalLM``."""
-    out = p.cfg.train.output_dir
+    """Student in HF format (LoRA merged) + tokenizer + manifest, loadable by ``AutoModelForCausalLM``.
+
+    Everything is written into a temporary subdirectory first and then moved into ``train.output_dir`` file by
+    file with the manifest last, after the old manifest is removed: a kill during the save never leaves a directory
+    that looks complete (a manifest beside half-written weights) or a truncated file."""
+    import shutil
+
+    out = Path(p.cfg.train.output_dir)
+    tmp = out / STUDENT_PARTIAL
     model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.args.process_index == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     if hasattr(model, "merge_and_unload"):
         if trainer.args.process_index == 0:
             import copy
 
-            copy.deepcopy(model).merge_and_unload().save_pretrained(out)
+            copy.deepcopy(model).merge_and_unload().save_pretrained(tmp)
     else:
-        trainer.save_model(out)  # collective under FSDP / ZeRO-3: every process calls it
+        trainer.save_model(str(tmp))  # collective under FSDP / ZeRO-3: every process calls it
     if trainer.args.process_index == 0:
-        p.student_tok.save_pretrained(out)
-        _student_manifest(p).write(out)
+        p.student_tok.save_pretrained(tmp)
         state = getattr(trainer, "method_state", None)
         if state is not None and state.file:
-            state.save(out)  # e.g. projectors.safetensors (atomic), a separate file from model.safetensors
+            state.save(tmp)  # e.g. projectors.safetensors, a separate file from model.safetensors
+        identity.write_fingerprint(tmp, p.cfg)
+        _student_manifest(p).write(tmp)
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == MANIFEST_NAME):  # the manifest moves last
+            os.replace(f, out / f.name)
+        fsync_dir(out)
+        tmp.rmdir()
     trainer.accelerator.wait_for_everyone()
 
 
@@ -297,6 +369,6 @@ def batch_loss(p: Prepared, student: Any, teacher: Any | None, indices: list[int
             state.load(state_from)
         state.to(next(student.parameters()).device)
     runner = MethodRunner(p.method, p.cfg, teacher, p.student_tok, p.teacher_tok, cached=p.cached_teacher,
-                          state=state)
+                          state=state, served=p.served_teacher)
     with torch.no_grad():
         return float(runner.objective(student, batch).loss)

@@ -3,8 +3,9 @@
 What it changes in ``Trainer`` and why:
 
 * ``get_batch_samples`` (called once per optimizer step with all its micro-batches): makes the on-policy / SeqKD
-  decision for the step (:func:`~crossdistill.train.onpolicy.step_is_on_policy`, same on every process), regenerates
-  the completions, THEN counts the target tokens of the step over micro-batches and processes. Counting after the
+  decision for the step (:func:`~crossdistill.train.onpolicy.step_is_on_policy` at the step's λ from
+  :class:`~crossdistill.train.onpolicy.LambdaController`, same on every process), regenerates the completions, THEN
+  counts the target tokens of the step over micro-batches and processes. Counting after the
   rollouts is what makes generated tokens count (counting before them would leave the rollouts' tokens out).
 * ``compute_loss``: one forward of the wrapped student (so DDP/FSDP hooks fire) that computes a single logit row;
   the final hidden states are captured from the decoder and the method computes its logits in chunks. Term sums
@@ -12,7 +13,9 @@ What it changes in ``Trainer`` and why:
   processes because DDP averages gradients.
 * ``evaluate``: validation cross-entropy (nats per target token) and bits per byte of the student and the teacher,
   each on its own rendering of the same completions.
-* ``log``: every loss term separately, and the loss of on-policy and off-policy steps separately.
+* ``log``: every loss term separately, the loss of on-policy and off-policy steps separately, the realised
+  on-policy fraction and the scheduled λ (``lmbda``). The adaptive λ rule's signal is summed over processes at the
+  end of each step (``_LambdaSignal``) and its state saved in every checkpoint, like the method state.
 * Method state (:attr:`crossdistill.methods.Method.state`, e.g. DSKD's projectors): built once in ``__init__``;
   its parameters get their own optimizer param group (``create_optimizer``); it is saved in every checkpoint BEFORE
   the trainer state (so a checkpoint counted complete has it) and reloaded on resume (``train``). It is NOT a
@@ -34,12 +37,14 @@ from transformers import ProgressCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from crossdistill.data.dataset import RenderedDataset, split_teacher
-from crossdistill.losses.objective import Objective, combine_terms
-from crossdistill.metrics import bits_per_byte, completion_bytes, per_row_ce
+from crossdistill.io import write_json
+from crossdistill.losses.objective import HARD_TERMS, Objective, combine_terms
 from crossdistill.methods import Method, StateInputs, StepContext
-from crossdistill.models import base_model, head_info, hidden_states
+from crossdistill.metrics import bits_per_byte, completion_bytes, per_row_ce
+from crossdistill.models import base_model, head_info, head_logits, hidden_states
 from crossdistill.positions import count_targets, shift_targets
-from crossdistill.train.onpolicy import Rollouts, rollout_seed, step_is_on_policy
+from crossdistill.train.identity import FINGERPRINT_FILE
+from crossdistill.train.onpolicy import LambdaController, Rollouts, rollout_seed, step_is_on_policy
 from crossdistill.train.progress import LossBar
 
 
@@ -59,14 +64,16 @@ class MethodRunner:
     anything that needs the training loss of a batch outside training (tests, benchmarks).
 
     It never names a method: what it computes from the teacher follows the method's record (``teacher``,
-    ``cross_tokenizer``) and the teacher source (an online model, or a cache when ``cached`` is set)."""
+    ``cross_tokenizer``) and the teacher source (an online model, a cache when ``cached`` is set, or an inference
+    server when ``served`` is set)."""
 
     def __init__(self, method: Method, dcfg: Any, teacher: torch.nn.Module | None, student_tok: Any,
-                 teacher_tok: Any | None, cached: Any = None, state: Any = None):
+                 teacher_tok: Any | None, cached: Any = None, state: Any = None, served: Any = None):
         self.method, self.dcfg, self.teacher = method, dcfg, teacher
         self.params = method.parse_params(dcfg.loss.params)
         self.state = state  # the method's per-run state (MethodState), built once by the trainer
         self.cached = cached  # a crossdistill.teacher.source.CachedTeacher: the teacher signal without a model
+        self.served = served  # a crossdistill.teacher.server.ServedTeacher: the same, scored by a server per batch
         self.student_tok, self.teacher_tok = student_tok, teacher_tok or student_tok
         self.weights = {**method.default_weights, **dcfg.loss.weights}
 
@@ -79,8 +86,11 @@ class MethodRunner:
             return out[..., : len(self.teacher_tok)].float()
         return hidden_states(self.teacher, b)
 
-    def context(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> StepContext:
-        hidden = hidden_states(model, inputs)
+    def context(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                hidden: torch.Tensor | None = None) -> StepContext:
+        """``hidden``: the student's final hidden states of ``inputs`` when already computed (several teachers
+        share one student forward); otherwise computed here."""
+        hidden = hidden_states(model, inputs) if hidden is None else hidden
         targets, mask = shift_targets(inputs["labels"])
         w, b, scale = head_info(model)
         lc = self.dcfg.loss
@@ -89,6 +99,19 @@ class MethodRunner:
                           student_tokenizer=self.student_tok, teacher_tokenizer=self.teacher_tok,
                           temperature=lc.temperature, t2_scale=lc.t2_scale, chunk_tokens=lc.chunk_tokens)
         if not self.method.needs_teacher:
+            return ctx
+        if self.served is not None:  # a sparse teacher scored on the teacher's own rendering of this very batch
+            tb = split_teacher(inputs)
+            src = tb if tb is not None else inputs
+            t_targets, t_mask = shift_targets(src["labels"])
+            if not self.method.cross_tokenizer and int(t_mask.sum()) != int(mask.sum()):
+                raise RuntimeError(f"the teacher's rendering has {int(t_mask.sum())} target tokens, the student's "
+                                   f"{int(mask.sum())}; a same-vocabulary objective needs them to match")
+            ctx.teacher_signal = self.served.signal(src, t_targets, t_mask).to(hidden.device)
+            ctx.teacher_vocab_size = self.served.vocab_size
+            if self.method.cross_tokenizer:  # the alignment is built from the two collated batches
+                ctx.teacher_targets, ctx.teacher_mask = t_targets.to(hidden.device), t_mask.to(hidden.device)
+                ctx.teacher_batch = src
             return ctx
         if self.cached is not None:  # config validation admitted only methods that read a sparse teacher
             if self.method.cross_tokenizer:
@@ -111,14 +134,22 @@ class MethodRunner:
             tw, _, tscale = head_info(self.teacher)
             ctx.teacher_hidden, ctx.teacher_lm_head_weight = th, tw.to(hidden.device)
             ctx.teacher_logit_scale = tscale
-        else:
+        elif self.method.dense_teacher_rows is not None and self.method.dense_teacher_rows(self.params):
             ctx.teacher_logits = self.teacher_forward(src, logits=True).to(hidden.device)
+        else:
+            # Only the teacher's target rows are ever read: its head runs on those rows alone, never on the prompt
+            # (most of a chat sequence), so teacher memory does not grow with the prompt.
+            th = self.teacher_forward(src, logits=False)
+            rows = th[ctx.teacher_mask.to(th.device)]
+            ctx.teacher_target_logits = head_logits(self.teacher, rows, len(self.teacher_tok),
+                                                    lc.chunk_tokens).to(hidden.device)
         return ctx
 
-    def objective(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], count: Any = None) -> Objective:
+    def objective(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], count: Any = None,
+                  hidden: torch.Tensor | None = None) -> Objective:
         """The weighted, globally normalized loss of one micro-batch (``count``: the step's global target count;
-        default this batch's own)."""
-        ctx = self.context(model, inputs)
+        default this batch's own; ``hidden``: see :meth:`context`)."""
+        ctx = self.context(model, inputs) if hidden is None else self.context(model, inputs, hidden)
         result = self.method.loss(ctx, self.params, self.state)
         if result.count != ctx.num_targets:
             raise RuntimeError(f"method {self.method.name!r} reported {result.count} target positions, the batch "
@@ -145,7 +176,7 @@ class _StateGrads(TrainerCallback):
     (``max_grad_norm=0``), and clear them after the step (``Trainer`` calls ``model.zero_grad()``, which does not
     reach them)."""
 
-    def __init__(self, trainer: "DistillTrainer"):
+    def __init__(self, trainer: DistillTrainer):
         self.trainer = trainer
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
@@ -155,6 +186,26 @@ class _StateGrads(TrainerCallback):
         self.trainer._state_synced = False
         for q in self.trainer._state_params():
             q.grad = None
+
+
+def distillation_signal(obj: Objective) -> torch.Tensor:
+    """What the adaptive λ rule measures of one micro-batch: its weighted distillation terms (every term but the
+    hard-label ``ce`` / ``nll``, which on the student's own samples only measures how likely the student finds
+    them), or the whole loss when the method has no other term. Normalized by the step's global count, so the sum
+    over micro-batches and processes is the step's value."""
+    soft = [v for name, v in obj.weighted.items() if name.split("@", 1)[0] not in HARD_TERMS]  # "@": per teacher
+    return torch.stack(soft).sum() if soft else obj.loss.detach()
+
+
+class _LambdaSignal(TrainerCallback):
+    """The adaptive λ rule's measurement, at the end of every optimizer step on every process: before the next
+    step's decision and before a checkpoint of this step is written."""
+
+    def __init__(self, trainer: DistillTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._observe_lmbda_signal()
 
 
 STATE_GROUP = "method_state"
@@ -167,9 +218,11 @@ class DistillTrainer(Trainer):
     def __init__(self, *args: Any, method: Method, dcfg: Any, teacher: torch.nn.Module | None,
                  student_tok: Any, teacher_tok: Any | None, train_data: RenderedDataset,
                  eval_data: RenderedDataset | None, separate_teacher: bool, cached_teacher: Any = None,
-                 **kwargs: Any):
+                 served_teacher: Any = None,
+                 fingerprint: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.method, self.dcfg = method, dcfg
+        self.fingerprint = fingerprint  # written into every checkpoint: what --resume checks it continues
         self.teacher, self.student_tok, self.teacher_tok = teacher, student_tok, teacher_tok or student_tok
         self.train_data, self.eval_data = train_data, eval_data
         self.separate_teacher = separate_teacher
@@ -177,8 +230,13 @@ class DistillTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.method_state = self._build_state()
         self.runner = MethodRunner(method, dcfg, teacher, student_tok, teacher_tok, cached=cached_teacher,
-                                   state=self.method_state)
+                                   state=self.method_state, served=served_teacher)
         self.rollouts = Rollouts(train_data, student_tok, teacher_tok, dcfg.onpolicy, separate_teacher)
+        self.lmbda = LambdaController(dcfg.onpolicy.lmbda)  # each step's λ: a constant or a schedule
+        self._lmbda_sum = 0.0  # scheduled λ summed over the steps since the last log
+        self._step_signal: torch.Tensor | None = None  # adaptive λ: this process's signal of the current step
+        if self.lmbda.adaptive:
+            self.add_callback(_LambdaSignal(self))
         self._step_count: torch.Tensor | None = None
         self._step_on_policy = False
         self._metric_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.args.device))
@@ -244,10 +302,15 @@ class DistillTrainer(Trainer):
         return optimizer
 
     def _save_checkpoint(self, model, trial):
-        if self.method_state is not None and self.method_state.file and self.args.should_save:
+        if self.args.should_save:
             # before super(): it writes trainer_state.json last, which marks the checkpoint complete
             out = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            self.method_state.save(out)
+            if self.method_state is not None and self.method_state.file:
+                self.method_state.save(out)
+            if self.fingerprint is not None:
+                write_json(os.path.join(out, FINGERPRINT_FILE), self.fingerprint, sort_keys=True)
+            if self.lmbda.adaptive:
+                self.lmbda.save(out)
         super()._save_checkpoint(model, trial)
 
     def train(self, resume_from_checkpoint=None, *args: Any, **kwargs: Any):
@@ -260,7 +323,22 @@ class DistillTrainer(Trainer):
                 raise FileNotFoundError(f"resume: checkpoint {ckpt} has no {state.file} for loss.name="
                                         f"{self.method.name!r}; it was not written by a run of this method")
             state.load(ckpt)
+        if self.lmbda.adaptive and isinstance(ckpt, (str, os.PathLike)):
+            if not os.path.isfile(os.path.join(ckpt, LambdaController.FILE)):
+                raise FileNotFoundError(f"resume: checkpoint {ckpt} has no {LambdaController.FILE} for the adaptive "
+                                        "onpolicy.lmbda rule; it was not written by a run with this schedule")
+            self.lmbda.load(ckpt)
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _observe_lmbda_signal(self) -> None:
+        """Sum the step's adaptive-λ signal over processes (every process then folds in the same value) and give
+        it to the controller."""
+        signal = self._step_signal if self._step_signal is not None else torch.zeros((), device=self.args.device)
+        signal = signal.detach().reshape(1).float()
+        if self.accelerator.num_processes > 1:
+            signal = self.accelerator.reduce(signal, reduction="sum")
+        self.lmbda.observe(self._step_on_policy, float(signal))
+        self._step_signal = None
 
     # ------------------------------------------------------------------------------------------- step assembly
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -271,7 +349,8 @@ class DistillTrainer(Trainer):
             except StopIteration:
                 break
         op = self.dcfg.onpolicy
-        on = step_is_on_policy(self.args.seed, self.state.global_step, op.lmbda)
+        lmbda = self.lmbda.value(self.state.global_step, self.state.max_steps)
+        on = step_is_on_policy(self.args.seed, self.state.global_step, lmbda)
         if batches and (on or op.seq_kd):
             by = "student" if on else "teacher"
             sampler = self.accelerator.unwrap_model(self.model) if on else self.teacher
@@ -288,6 +367,7 @@ class DistillTrainer(Trainer):
         key = "on_policy" if on else "off_policy"
         self._metric_steps[key] += 1
         self._metric_steps["all"] += 1
+        self._lmbda_sum += lmbda
         return batches, count
 
     # ------------------------------------------------------------------------------------------- loss
@@ -298,6 +378,9 @@ class DistillTrainer(Trainer):
                 self._metric_sums[name] += value.to(self.args.device)
             split = "loss_on_policy" if self._step_on_policy else "loss_off_policy"
             self._metric_sums[split] += obj.loss.detach().to(self.args.device)
+            if self.lmbda.adaptive:
+                part = distillation_signal(obj).to(self.args.device)
+                self._step_signal = part if self._step_signal is None else self._step_signal + part
         # DDP averages gradients over processes; the global count already covers them all.
         loss = obj.loss * self.accelerator.num_processes
         return (loss, {"loss": obj.loss.detach()}) if return_outputs else loss
@@ -313,6 +396,8 @@ class DistillTrainer(Trainer):
                 if self._metric_steps.get(key):
                     logs[n if n.startswith("loss_") else f"loss_{n}"] = v / self._metric_steps[key]
             logs["on_policy_fraction"] = self._metric_steps.get("on_policy", 0) / self._metric_steps["all"]
+            logs["lmbda"] = self._lmbda_sum / self._metric_steps["all"]  # the scheduled λ, mean over the steps
+            self._lmbda_sum = 0.0
             logs["target_tokens"] = self.state.num_input_tokens_seen
             self._metric_sums.clear()
             self._metric_steps.clear()
