@@ -359,7 +359,9 @@ def format_coverage(c: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="crossdistill align-report", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="crossdistill align-report", description="How well two tokenizers line "
+                                     "up, before any training: vocabulary overlap, tokens in 1:1 groups, group sizes, "
+                                     "the worst splits and the coverage audit.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=f"aliases: {', '.join(ALIASES)}")
     parser.add_argument("teacher", help="teacher tokenizer: directory, .gguf file, alias or cached Hub id")
@@ -373,7 +375,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worst < 0:
         parser.error(f"--worst must be >= 0, got {args.worst}")
-    texts = read_texts(args.text)
+    from crossdistill.io import looks_like_path  # paths first: a typo fails here, before any slow import or network
+
+    for what, spec in (("TEACHER", args.teacher), ("STUDENT", args.student), ("--teacher-model", args.teacher_model)):
+        if spec and spec not in ALIASES and looks_like_path(spec) and not Path(spec).expanduser().exists():
+            parser.error(f"{what} {spec!r} does not exist; give a tokenizer or model directory, a .gguf file, an "
+                         f"alias ({', '.join(ALIASES)}) or a Hub id")
+    if args.text and not Path(args.text).is_file():
+        parser.error(f"--text {args.text!r} does not exist; give a text file of completions separated by blank lines")
+    try:
+        texts = read_texts(args.text)
+    except (OSError, UnicodeDecodeError) as err:
+        parser.error(f"--text {args.text!r} cannot be read ({err}); give a UTF-8 text file")
     from crossdistill.config import ConfigError
 
     try:

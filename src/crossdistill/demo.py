@@ -418,7 +418,7 @@ def _quiet_libraries() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="crossdistill demo", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="crossdistill demo", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smaller budget (under 3 minutes on 2 CPU cores)")
     p.add_argument("--out", default="crossdistill-demo", help="output directory (default: ./crossdistill-demo)")

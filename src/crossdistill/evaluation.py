@@ -35,9 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-if TYPE_CHECKING:  # torch and the loaders import only when a command runs, so `crossdistill eval --help` is instant
+if TYPE_CHECKING:  # numpy, torch and the loaders import when a command runs, so `crossdistill eval --help` is instant
+    import numpy as np
     import torch
 
 
@@ -210,6 +209,8 @@ def agreement(student: ForwardOutputs, teacher: ForwardOutputs, student_tok: Any
 
 def _first_index(groups: np.ndarray, num_groups: int) -> np.ndarray:
     """``[G]`` index of the first token of each group (-1 for a group with no token on this side)."""
+    import numpy as np
+
     first = np.full(num_groups, -1, dtype=np.int64)
     for i in range(groups.size - 1, -1, -1):
         if groups[i] >= 0:

@@ -138,9 +138,9 @@ def resolve_ref(ref: str, revision: str | None, where: str) -> str:
         from huggingface_hub import constants
 
         why = ("HF_HUB_OFFLINE is set" if offline else f"the Hub ({constants.ENDPOINT}) is not reachable from here")
-        raise ConfigError(f"{where}={ref!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-                          f"{why} ({type(err).__name__}); download it first where the Hub is reachable "
-                          f"(`hf download {ref}`), or give a local directory") from None
+        raise ConfigError(f"{where}={ref!r} is neither a local path (nothing exists there) nor in the local Hugging "
+                          f"Face cache ({constants.HF_HUB_CACHE}), and {why} ({type(err).__name__}); fix the path, or "
+                          f"download the model first where the Hub is reachable (`hf download {ref}`)") from None
 
 
 def load_tokenizer(mc: ModelConfig, role: str) -> Any:

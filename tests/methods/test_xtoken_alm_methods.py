@@ -7,6 +7,7 @@ Run: python -m pytest tests/methods/test_xtoken_alm_methods.py -q
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -40,6 +41,20 @@ def test_new_methods_train_through_the_trainer(tmp_path, overrides, loss, monkey
 
 
 @pytest.mark.parametrize("loss", NEW)
+def test_new_methods_train_on_policy(tmp_path, overrides, loss, monkeypatch):
+    """λ = 1: every step trains on the student's own samples, re-rendered and re-aligned for the teacher."""
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(None, overrides(tmp_path / "out", f"loss.name={loss}", "train.max_steps=2",
+                                      "onpolicy.lmbda=1.0", "onpolicy.max_new_tokens=8", "data.eval_fraction=0",
+                                      "train.logging_steps=1", student="student_unigram"))
+    record = run_training(cfg)
+    assert record["steps"] == 2
+    history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
+    on = [h["loss_on_policy"] for h in history if "loss_on_policy" in h]
+    assert len(on) == 2 and all(math.isfinite(v) for v in on), history
+
+
+@pytest.mark.parametrize("loss", NEW)
 def test_new_methods_read_a_sparse_teacher(tmp_path, overrides, loss, monkeypatch):
     """The same batch from the online teacher's logits and from its top-k signal (k = V, tail empty, exact
     target log-probs): the same terms."""
@@ -55,14 +70,14 @@ def test_new_methods_read_a_sparse_teacher(tmp_path, overrides, loss, monkeypatc
     batch = collate([p.train[i] for i in range(4)])
     ctx = runner.context(student, batch)
     dense = method.loss(ctx, runner.params, state)
-    z = ctx.teacher_logits[ctx.teacher_mask]
+    z = ctx.teacher_target_logits  # [M, V_t]: the teacher's logits at its target rows
     signal = TeacherSignal.top_k(z, z.shape[-1], policy="tail_bucket")
     logp = torch.log_softmax(z, -1)
     signal = TeacherSignal(ids=signal.ids, logprobs=signal.logprobs, tail_logmass=signal.tail_logmass,
                            policy="tail_bucket",
                            target_logprobs=logp.gather(-1, ctx.teacher_targets[ctx.teacher_mask][:, None])[:, 0])
     ctx2 = runner.context(student, batch)
-    ctx2.teacher_logits, ctx2.teacher_signal = None, signal
+    ctx2.teacher_target_logits, ctx2.teacher_signal = None, signal
     sparse = method.loss(ctx2, runner.params, state)
     for name, value in dense.terms.items():
         assert float(sparse.terms[name].detach()) == pytest.approx(float(value.detach()), rel=1e-4, abs=1e-4), name

@@ -28,7 +28,7 @@ from crossdistill.losses.alm import ALMDistance, ChunkWeight, alm_loss, dense_ro
 from crossdistill.losses.rowwise import target_logprob_stats
 from crossdistill.losses.signal import TeacherSignal
 from crossdistill.methods.base import FixedState, Method, MethodOutput, Setup, StateInputs, StepContext, require
-from crossdistill.methods.common import batch_alignment
+from crossdistill.methods.common import batch_alignment, teacher_target_rows
 
 
 @dataclass(frozen=True)
@@ -98,18 +98,14 @@ def _teacher_stats(ctx: StepContext, mask: torch.Tensor | None) -> tuple[torch.T
     if ctx.teacher_mask is None or ctx.teacher_targets is None:
         raise ValueError("alm needs ctx.teacher_mask and ctx.teacher_targets (the teacher's shifted targets)")
     t_targets = ctx.teacher_targets[ctx.teacher_mask]
-    if ctx.teacher_logits is not None:
-        z = ctx.teacher_logits
-        v = ctx.teacher_vocab_size or z.shape[-1]
-        flat = z.reshape(-1, z.shape[-1])[:, :v]
-        rows = torch.nonzero(ctx.teacher_mask.reshape(-1)).squeeze(-1)
-        return dense_row_stats(flat, rows, t_targets, mask, chunk_rows=ctx.chunk_tokens)
-    signal = ctx.teacher_signal
+    signal = teacher_target_rows(ctx)
+    if isinstance(signal, TeacherSignal) and not signal.is_sparse:
+        signal = signal.logits
+    if isinstance(signal, torch.Tensor):  # dense [M, V_t] logits of the teacher's target rows
+        rows = torch.arange(signal.shape[0], device=t_targets.device)
+        return dense_row_stats(signal, rows, t_targets, mask, chunk_rows=ctx.chunk_tokens)
     if not isinstance(signal, TeacherSignal):
-        raise ValueError("alm needs ctx.teacher_logits or a ctx.teacher_signal over the teacher's target rows")
-    if not signal.is_sparse:
-        rows = torch.arange(signal.num_positions, device=t_targets.device)
-        return dense_row_stats(signal.logits, rows, t_targets, mask, chunk_rows=ctx.chunk_tokens)
+        raise ValueError("alm needs the teacher's logits or a TeacherSignal over its target rows")
     if signal.target_logprobs is not None:
         logp = signal.target_logprobs.float()
     else:  # the actual token must then be among the kept ids

@@ -21,13 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from crossdistill.align.merge import MergeStrategy
 from crossdistill.align.projection import RELAXED_THRESHOLD, Projection, build_projection
-from crossdistill.align.spans import BatchAlignment
 from crossdistill.errors import ConfigError
-from crossdistill.losses.signal import TeacherSignal
 from crossdistill.losses.xtoken import hybrid_kl, projected_kl
 from crossdistill.methods.base import FixedState, Method, MethodOutput, Setup, StateInputs, StepContext, require
 from crossdistill.methods.common import batch_alignment, ce_sum, teacher_target_rows, teacher_targets_flat
@@ -143,16 +140,8 @@ def _check_sizes(ctx: StepContext, proj: Projection) -> None:
 def pkl_loss(ctx: StepContext, params: PKLParams, state: ProjectionState | None) -> MethodOutput:
     proj = _state(ctx, params, state).projection
     _check_sizes(ctx, proj)
-    al = batch_alignment(ctx)
-    if ctx.teacher_logits is not None:
-        # Teacher rows straight from the [B * T_t, V_t] logits (a view): no copy of its target rows.
-        t_pos = torch.nonzero(ctx.teacher_mask.reshape(-1)).squeeze(-1)
-        teacher: torch.Tensor | TeacherSignal = ctx.teacher_logits.reshape(-1, ctx.teacher_logits.shape[-1])
-        al = BatchAlignment(al.student_rows, al.student_groups, t_pos[al.teacher_rows], al.teacher_groups,
-                            al.num_groups, al.group_example)
-    else:
-        teacher = teacher_target_rows(ctx)
-    out = projected_kl(ctx.target_hidden(), ctx.lm_head_weight, teacher, al, proj, temperature=ctx.temperature,
+    out = projected_kl(ctx.target_hidden(), ctx.lm_head_weight, teacher_target_rows(ctx), batch_alignment(ctx), proj,
+                       temperature=ctx.temperature,
                        student_bias=ctx.lm_head_bias, logit_scale=ctx.logit_scale, vocab_size=proj.student_size,
                        chunk_rows=params.chunk_groups)
     return MethodOutput({"ce": ce_sum(ctx), "xtoken": out.loss}, ctx.num_targets)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads on first use, so `crossdistill scaling ... --help` stays instant
+    import numpy as np
 
 __all__ = [
     "ArchitectureShape",
@@ -106,6 +108,8 @@ SCENARIOS = tuple(s.value for s in Scenario)
 
 
 def _positive(name: str, value) -> np.ndarray:
+    import numpy as np
+
     arr = np.asarray(value, dtype=np.float64)
     bad = ~np.isfinite(arr) | (arr <= 0)
     if bad.any():
@@ -115,6 +119,8 @@ def _positive(name: str, value) -> np.ndarray:
 
 
 def _nonneg(name: str, value) -> np.ndarray:
+    import numpy as np
+
     arr = np.asarray(value, dtype=np.float64)
     bad = ~np.isfinite(arr) | (arr < 0)
     if bad.any():
@@ -123,11 +129,15 @@ def _nonneg(name: str, value) -> np.ndarray:
 
 
 def _out(x):
+    import numpy as np
+
     return float(x) if np.ndim(x) == 0 else x
 
 
 def forward_flops_per_token(N, shape: ArchitectureShape = PAPER_SHAPE):
     """Eq. 69: forward FLOPs per token of a model with N non-embedding parameters. Broadcasts over arrays."""
+    import numpy as np
+
     n = _positive("N (non-embedding parameters)", N)
     cbrt = np.cbrt(n)
     return _out(2.0 * n * (1.0 + shape.sigma1 * shape.n_ctx / cbrt + shape.sigma2 * shape.n_vocab / cbrt**2))
@@ -135,11 +145,15 @@ def forward_flops_per_token(N, shape: ArchitectureShape = PAPER_SHAPE):
 
 def supervised_flops(N, D, shape: ArchitectureShape = PAPER_SHAPE):
     """Training compute of plain next-token training: 3 F(N) D (forward + backward)."""
+    import numpy as np
+
     return _out(3.0 * np.asarray(forward_flops_per_token(N, shape)) * _nonneg("D (training tokens)", D))
 
 
 def distillation_flops(N_S, D_S, N_T, D_T, scenario: Scenario | str, shape: ArchitectureShape = PAPER_SHAPE):
     """Eq. 9: 3 F(N_S) D_S + F(N_T) (δ_Lgt D_S + δ_Pre · 3 D_T) for one of the four Table 2 scenarios."""
+    import numpy as np
+
     scenario = Scenario(scenario)
     d_lgt, d_pre = scenario.deltas
     ds = _nonneg("D_S (distillation tokens)", D_S)

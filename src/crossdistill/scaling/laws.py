@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
-import numpy as np
-from scipy.optimize import minimize_scalar
+if TYPE_CHECKING:  # numpy loads on first use, so `crossdistill scaling ... --help` stays instant
+    import numpy as np
 
 __all__ = [
     "SupervisedCoefficients",
@@ -134,6 +135,8 @@ PRESETS: dict[str, LawPreset] = {PAPER.name: PAPER, "paper": PAPER}
 
 def _as_positive(name: str, value, *, allow_inf: bool = False) -> np.ndarray:
     """Return ``value`` as a float64 array after checking every entry is positive (and finite unless allowed)."""
+    import numpy as np
+
     arr = np.asarray(value, dtype=np.float64)
     bad = np.isnan(arr) | (arr <= 0) | (np.isinf(arr) & (not allow_inf))
     if bad.any():
@@ -144,6 +147,8 @@ def _as_positive(name: str, value, *, allow_inf: bool = False) -> np.ndarray:
 
 
 def _out(x: np.ndarray):
+    import numpy as np
+
     return float(x) if np.ndim(x) == 0 else x
 
 
@@ -152,6 +157,8 @@ def _out(x: np.ndarray):
 
 def log_supervised_loss(log_n, log_d, c: SupervisedCoefficients) -> np.ndarray:
     """log L(N, D) from log N and log D (log D may be +inf for infinite data). Broadcasts."""
+    import numpy as np
+
     model_term = math.log(c.A) - c.alpha * np.asarray(log_n)
     data_term = math.log(c.B) - c.beta * np.asarray(log_d)  # -inf when D = inf: drops out of the LSE
     return np.logaddexp(math.log(c.E), c.gamma * np.logaddexp(model_term, data_term))
@@ -159,6 +166,8 @@ def log_supervised_loss(log_n, log_d, c: SupervisedCoefficients) -> np.ndarray:
 
 def log_student_loss(log_ns, log_ds, log_lt, sup: SupervisedCoefficients, dis: DistillationCoefficients):
     """log L_S(N_S, D_S, L_T) from logs of its arguments (Eq. 8 in the log-sum-exp form the paper fits). Broadcasts."""
+    import numpy as np
+
     log_lt = np.asarray(log_lt, dtype=np.float64)
     log_ls_tilde = log_supervised_loss(log_ns, log_ds, sup)
     z = (log_lt - log_ls_tilde - math.log(dis.d1)) / dis.f1
@@ -176,6 +185,8 @@ def supervised_loss(N, D, preset: LawPreset | SupervisedCoefficients = PAPER):
         D: training tokens, positive; ``math.inf`` gives the infinite-data limit L(N) = E + (A N^−α)^γ.
         preset: a :class:`LawPreset` or bare :class:`SupervisedCoefficients`; defaults to the paper's Table 6.
     """
+    import numpy as np
+
     c = preset.supervised if isinstance(preset, LawPreset) else preset
     n = _as_positive("N (non-embedding parameters)", N)
     d = _as_positive("D (training tokens)", D, allow_inf=True)
@@ -191,6 +202,8 @@ def student_loss(N_S, D_S, L_T, preset: LawPreset = PAPER):
 
     L_S → L_T as N_S, D_S → ∞ and as L_T → ∞ (a random teacher gives a random student). ``D_S = math.inf`` allowed.
     """
+    import numpy as np
+
     ns = _as_positive("N_S (student non-embedding parameters)", N_S)
     ds = _as_positive("D_S (distillation tokens)", D_S, allow_inf=True)
     lt = _as_positive("L_T (teacher cross-entropy, nats)", L_T)
@@ -205,6 +218,8 @@ def optimal_teacher_loss(N_S: float, D_S: float, preset: LawPreset = PAPER, *,
     Returns ``(L_T*, L_S(N_S, D_S, L_T*))``. The search is over log L_T in ``bounds`` (nats); the U-shape has a
     single interior minimum for the paper's coefficients, found by bounded Brent on a bracket refined on a grid.
     """
+    import numpy as np
+
     _as_positive("N_S", N_S)
     _as_positive("D_S", D_S, allow_inf=True)
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
@@ -212,6 +227,8 @@ def optimal_teacher_loss(N_S: float, D_S: float, preset: LawPreset = PAPER, *,
     vals = log_student_loss(math.log(N_S), math.log(D_S), grid, preset.supervised, preset.distillation)
     i = int(np.argmin(vals))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    from scipy.optimize import minimize_scalar  # here, not at import: `crossdistill scaling --help` skips scipy
+
     res = minimize_scalar(
         lambda t: float(log_student_loss(math.log(N_S), math.log(D_S), t, preset.supervised, preset.distillation)),
         bounds=(a, b),

@@ -22,7 +22,22 @@ from typing import Any
 
 import torch
 
-from crossdistill.teacher.reader import CacheReader, to_signal
+from crossdistill.teacher.reader import (
+    CacheChecksumError,
+    CacheIncompleteError,
+    CacheReader,
+    CacheTruncatedError,
+    to_signal,
+)
+
+DAMAGED = (CacheChecksumError, CacheTruncatedError, CacheIncompleteError)
+"""What a shard met mid-training can raise; the trainer gets it with the repair and resume commands named."""
+
+
+def _mid_training(err: Exception) -> Exception:
+    """``err`` (a damaged shard met during training) with what to do next: repair the cache, then resume."""
+    return type(err)(f"{err}. Then continue the run where its last checkpoint left it: `crossdistill train RECIPE "
+                     "--resume`")
 
 
 @dataclass
@@ -77,7 +92,11 @@ class CachedTeacher:
         if len(index) != mask.shape[0]:
             raise ValueError(f"{len(index)} example indices for a batch of {mask.shape[0]} rows")
         per_row = [targets[b][mask[b]].cpu() for b in range(mask.shape[0])]
-        signal = self.reader.signal_for(index, policy=self.policy, k=self.k, targets=per_row, estimate=self.estimate)
+        try:
+            signal = self.reader.signal_for(index, policy=self.policy, k=self.k, targets=per_row,
+                                            estimate=self.estimate)
+        except DAMAGED as err:
+            raise _mid_training(err) from None
         return signal.to(mask.device)
 
     def cross_tokenizer(self, example_index: torch.Tensor | Sequence[int], student_batch: dict[str, torch.Tensor],
@@ -100,7 +119,10 @@ class CachedTeacher:
         index = [int(i) for i in (example_index.tolist() if torch.is_tensor(example_index) else example_index)]
         if len(index) != student_mask.shape[0]:
             raise ValueError(f"{len(index)} example indices for a batch of {student_mask.shape[0]} rows")
-        examples = [self.reader.example(i) for i in index]
+        try:
+            examples = [self.reader.example(i) for i in index]
+        except DAMAGED as err:
+            raise _mid_training(err) from None
         counts = [int(e.token_ids.numel()) for e in examples]
         dev = student_mask.device
         t_mask = torch.zeros(len(index), 1 + max(counts, default=0), dtype=torch.bool)

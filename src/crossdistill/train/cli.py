@@ -9,11 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from crossdistill.config import ConfigError, load_config
-from crossdistill.data.load import DataError
-from crossdistill.manifest import ManifestMismatchError
-from crossdistill.teacher.server import ServerError
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossdistill train", description="Distill (or fine-tune) a student from a "
@@ -31,6 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Imported after parsing, so `crossdistill train --help` does not wait for torch.
+    from crossdistill.config import ConfigError, load_config
+    from crossdistill.data.load import DataError
+    from crossdistill.io import os_error_message
+    from crossdistill.manifest import ManifestMismatchError
+    from crossdistill.teacher.reader import CacheError
+    from crossdistill.teacher.server import ServerError
+
+    cfg = None
     try:
         cfg = load_config(args.recipe, args.overrides)
         if cfg.chain is not None:
@@ -46,8 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ManifestMismatchError) as err:  # the last: teacher.cache made from other data
         print(f"crossdistill train: error: {err}", file=sys.stderr)
         return 2
-    except ServerError as err:  # a served teacher refused, or stopped answering mid-run (the message: how to resume)
-        print(f"crossdistill train: error: {err}", file=sys.stderr)
+    except (ServerError, CacheError) as err:  # a served teacher refused or stopped answering, a cache shard damaged
+        print(f"crossdistill train: error: {err}", file=sys.stderr)  # mid-run (the message: how to repair, resume)
+        return 1
+    except Exception as err:  # a full disk, a permission fault: say which, with the path and the free space
+        message = os_error_message(err, cfg.train.output_dir if cfg is not None else None)
+        if message is None:
+            raise
+        print(f"crossdistill train: error: {message}" + (" (`--resume` continues from the last complete checkpoint)"
+                                                         if cfg is not None and cfg.chain is None else ""),
+              file=sys.stderr)
         return 1
     print(f"done: student saved to {cfg.train.output_dir}; student_loss={record['student_loss']} "
           f"student_bpb={record['student_bpb']}")
