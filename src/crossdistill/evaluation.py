@@ -420,7 +420,8 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str | None, list[dict[str, 
             records = split_eval(examples, cfg.data.eval_fraction)[1]
             if not records:
                 raise SystemExit(f"crossdistill eval: data.train={cfg.data.train!r} has {len(examples)} example(s), "
-                                 "too few to hold any out; pass --data held_out.jsonl")
+                                 "too few to hold any out by data.eval_fraction; pass --data held_out.jsonl (or set "
+                                 "data.eval=...)")
             source = (f"data.train={cfg.data.train} (its last {len(records)} of {len(examples)}, held out by "
                       f"data.eval_fraction={cfg.data.eval_fraction} as in training)")
     elif args.overrides:

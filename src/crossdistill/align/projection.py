@@ -176,6 +176,13 @@ class Projection:
         out[self.indices[self.indices >= 0]] = True
         return out
 
+    def covered_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """:meth:`covered_teacher` as a bool tensor on ``device`` (built once per device)."""
+        key = ("covered", str(device))
+        if key not in self._matrices:
+            self._matrices[key] = torch.as_tensor(self.covered_teacher(), device=device)
+        return self._matrices[key]
+
     def mapped_student(self) -> np.ndarray:
         """``[V_s]`` bool: student tokens with a non-empty row (their mass lands somewhere in the teacher vocab)."""
         return self.indices[:, 0] >= 0

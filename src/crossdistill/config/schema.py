@@ -189,6 +189,32 @@ class LambdaSchedule:
 
 
 @dataclass
+class RolloutServerConfig:
+    """The vLLM server that samples the student's on-policy completions (``onpolicy.server``, with
+    ``onpolicy.backend: vllm``). Before each on-policy step the trainer writes the student's weights to
+    ``weights_dir`` and has the server reload them in place (vLLM's ``reload_weights`` through its development
+    endpoint ``/collective_rpc``, so the server runs with ``VLLM_SERVER_DEV_MODE=1`` and must read ``weights_dir``)."""
+
+    url: str = ""
+    """Base URL of the server, e.g. ``http://127.0.0.1:8001``."""
+    model: str = ""
+    """Served model name; empty: the one model the server serves."""
+    weights_dir: str | None = None
+    """Directory the student's weights are written to for the server to reload (the server must be able to read it:
+    the same machine or a shared filesystem). ``None``: ``rollout_weights`` inside ``train.output_dir``."""
+    timeout: float = 600.0
+    """Seconds to wait for one generation or reload request."""
+    retries: int = 4
+    """Retries after a transient failure (connection refused or dropped, timeout, HTTP 5xx / 429)."""
+    backoff: float = 1.0
+    """Seconds before the first retry; doubling after each (at most 30 s)."""
+    concurrency: int = 8
+    """Generation requests in flight at once (one prompt per request)."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the server's API key (never the key itself)."""
+
+
+@dataclass
 class OnPolicyConfig:
     """Generated completions: GKD on-policy mixing (student samples) and SeqKD (teacher samples)."""
 
@@ -207,7 +233,12 @@ class OnPolicyConfig:
     top_k: int = 0
     """Top-k sampling (0 = off)."""
     backend: Literal["hf", "vllm"] = "hf"
-    """Generation engine: HF ``generate``, or vLLM when installed (GPU)."""
+    """Engine of the student's on-policy samples: HF ``generate`` in the training process, or ``vllm``: a vLLM server
+    that serves the student (``onpolicy.server``), refreshed with the student's current weights before every
+    on-policy step. See docs/server.md, "Rollouts on vLLM"."""
+    server: RolloutServerConfig | None = None
+    """With ``backend: vllm``: the vLLM server that serves the student (started on the student's initial weights,
+    with ``VLLM_SERVER_DEV_MODE=1``)."""
 
     @property
     def highest_lmbda(self) -> float:

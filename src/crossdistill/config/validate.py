@@ -81,11 +81,12 @@ def _check_server_objective(cfg: DistillConfig, method: Method) -> None:
 
 
 def _check_server_settings(sv: TeacherServerConfig, where: str) -> None:
-    """Ranges of a ``TeacherServerConfig`` (``where``: ``teacher.server`` or ``cache_build.server``)."""
+    """Ranges of a ``TeacherServerConfig`` or ``RolloutServerConfig`` (``where``: ``teacher.server``,
+    ``cache_build.server`` or ``onpolicy.server``)."""
     if not re.match(r"^https?://[^/\s]+", sv.url or ""):
         raise ConfigError(f"{where}.url={sv.url!r} is not an http(s) URL; give the server's base URL, e.g. "
                           f"{where}.url=http://127.0.0.1:8000")
-    if sv.top_k < 1:
+    if getattr(sv, "top_k", 1) < 1:
         raise ConfigError(f"{where}.top_k={sv.top_k} must be >= 1 (log-probs per position; at most the server's "
                           "--max-logprobs), e.g. 20")
     if not sv.timeout > 0:
@@ -339,7 +340,14 @@ def validate(cfg: DistillConfig, check_paths: bool = True, pending: frozenset[st
         raise ConfigError(f"onpolicy.lmbda={_lmbda_text(op)} with loss.name={cfg.loss.name!r}: on-policy steps need a "
                           "teacher objective to score the student's samples; use e.g. loss.name=forward_kl")
     if op.backend == "vllm":
-        raise ConfigError("onpolicy.backend='vllm': vLLM rollouts are not implemented yet; use onpolicy.backend=hf")
+        if op.server is None:
+            raise ConfigError("onpolicy.backend='vllm' needs onpolicy.server: the vLLM server that serves the student "
+                              "(set onpolicy.server.url, e.g. http://127.0.0.1:8001; docs/server.md has the "
+                              "command), or use onpolicy.backend=hf")
+        _check_server_settings(op.server, "onpolicy.server")
+    elif op.server is not None:
+        raise ConfigError(f"onpolicy.server.url={op.server.url!r} is set but onpolicy.backend={op.backend!r}; set "
+                          "onpolicy.backend=vllm to sample from that server, or remove onpolicy.server")
     needs_teacher = method.needs_teacher or op.seq_kd
     if needs_teacher and cfg.teacher is None:
         why = f"loss.name={cfg.loss.name!r}" if method.needs_teacher else "onpolicy.seq_kd=true"

@@ -81,6 +81,21 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _kind(value: Any) -> str:
+    """What a JSON value is, as a data file's author would say it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string" if isinstance(value, str) else f"a {type(value).__name__}"
+
+
 def _content_error(where: str, field: str, content: Any) -> DataError:
     """The error for a message ``content`` that is not a string (``field`` is e.g. ``messages[1].content``)."""
     if content is None:
@@ -90,8 +105,8 @@ def _content_error(where: str, field: str, content: Any) -> DataError:
         return DataError(f"{where}: {field} is a list ({_short(content)}), not a string; crossdistill renders text "
                          "turns only: join the parts into one string (it would otherwise be rendered as the text "
                          "of the list)")
-    return DataError(f"{where}: {field} is a {type(content).__name__} ({_short(content)}), not a string; give the "
-                     "message's text as a string")
+    return DataError(f"{where}: {field} is {_kind(content)} ({_short(content)}), not a string; give the message's "
+                     "text as a string")
 
 
 def check_messages(msgs: Any, where: str, field: str = "messages") -> None:
@@ -133,15 +148,15 @@ def normalize(record: dict[str, Any], fmt: Format, where: str) -> dict[str, Any]
         if isinstance(prompt, list):
             check_messages(prompt, where, "prompt")
         elif not isinstance(prompt, str):
-            raise DataError(f"{where}: 'prompt' is a {type(prompt).__name__} ({_short(prompt)}); give the prompt as a "
-                            "string or as a list of chat messages")
+            raise DataError(f"{where}: 'prompt' is {_kind(prompt)} ({_short(prompt)}); give the prompt as a string or "
+                            "as a list of chat messages")
         if not isinstance(record["completion"], str):
-            raise DataError(f"{where}: 'completion' must be a string, got a {type(record['completion']).__name__} "
+            raise DataError(f"{where}: 'completion' must be a string, got {_kind(record['completion'])} "
                             f"({_short(record['completion'])}); give the answer text as a string")
         return {"prompt": prompt, "completion": record["completion"]}
     if not isinstance(record.get("text"), str):
-        raise DataError(f"{where}: data.format=text needs a string 'text', got {_short(record.get('text'))}; give "
-                        "the text as a string")
+        raise DataError(f"{where}: data.format=text needs a string 'text', got {_kind(record.get('text'))} "
+                        f"({_short(record.get('text'))}); give the text as a string")
     return {"text": record["text"]}
 
 
@@ -161,7 +176,8 @@ def load_examples(path: str | Path, fmt: str = "auto", limit: int | None = None,
     for i, rec in enumerate(records):
         where = f"{path}: example {i}"
         if not isinstance(rec, dict):
-            raise DataError(f"{where} is a {type(rec).__name__}, not an object; write one JSON object per line")
+            raise DataError(f"{where} is a {type(rec).__name__}, not an object; write one JSON object per line "
+                            "(messages, prompt + completion, or text)")
         f = detect_format(rec, where) if fmt == "auto" else fmt
         example = normalize(rec, f, where)  # type: ignore[arg-type]
         example.update({k: rec[k] for k in keep if k in rec})

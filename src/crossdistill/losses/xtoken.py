@@ -86,7 +86,7 @@ def pkl_rows(student_logits: torch.Tensor, teacher: torch.Tensor | TeacherSignal
         raise ValueError(f"student logits have {student_logits.shape[-1]} columns, the projection "
                          f"{projection.student_size} rows; slice the head to len(student_tokenizer)")
     if covered is None:
-        covered = torch.as_tensor(projection.covered_teacher(), device=device)
+        covered = projection.covered_mask(device)
     _, wt = projection.matrices(device, dtype)
     log_q = _log_image(student_logits, wt, temperature)  # [c, V_t]
     if isinstance(teacher, TeacherSignal) and not teacher.is_sparse:
@@ -156,7 +156,7 @@ def projected_kl(student_hidden: torch.Tensor, student_weight: torch.Tensor, tea
         zero = student_hidden.sum() * 0.0
         return PKLOutput(zero, zero.new_zeros(0), 0)
     s_rows, t_rows = group_first_rows(alignment)
-    covered = torch.as_tensor(projection.covered_teacher(), device=student_hidden.device)
+    covered = projection.covered_mask(student_hidden.device)
     t_sel = teacher.select(t_rows) if isinstance(teacher, TeacherSignal) else None
 
     def fn(z: torch.Tensor, lo: int, hi: int) -> torch.Tensor:

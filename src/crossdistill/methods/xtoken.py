@@ -96,7 +96,6 @@ class ProjectionState(FixedState):
     """W of the pair (rebuilt from the tokenizers, or read from the on-disk cache; nothing to train or save)."""
 
     projection: Projection
-    _covered: dict = field(default_factory=dict, repr=False)
     _relaxed: dict = field(default_factory=dict, repr=False)
 
     def relaxed_map(self, threshold: float) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 vLLM lives in its own virtual environment (it pins another transformers), ``.venv-vllm`` at the repository root,
 which ``scripts/setup.sh dev`` creates; ``CROSSDISTILL_VLLM_PYTHON`` points at another interpreter. The command is
-the one docs/server.md gives for CPU (fp32, eager, a 1 GiB KV cache)::
+the one docs/server.md gives for CPU (fp32, eager, a 1 GiB KV cache, the model run inside the engine process rather
+than a worker process of its own, which starts about half a minute sooner)::
 
     with VLLMServer("outputs/tiny/teacher_served") as server:     # waits until it answers (bounded)
         print(server.url)                                          # http://127.0.0.1:PORT
@@ -81,7 +82,7 @@ class VLLMServer:
         return [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
                 "--served-model-name", self.served_name, "--host", "127.0.0.1", "--port", str(self.port),
                 "--dtype", self.dtype, "--max-model-len", str(self.max_model_len), "--max-logprobs",
-                str(self.max_logprobs), "--enforce-eager", *self.extra_args]
+                str(self.max_logprobs), "--enforce-eager", "--distributed-executor-backend", "uni", *self.extra_args]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -32,6 +32,8 @@ NOT_IN_FINGERPRINT = frozenset({
     # where and how patiently a served teacher is reached: a run resumes against a server restarted elsewhere
     "teacher.server.url", "teacher.server.timeout", "teacher.server.retries", "teacher.server.backoff",
     "teacher.server.concurrency", "teacher.server.api_key_env",
+    "onpolicy.server.url", "onpolicy.server.timeout", "onpolicy.server.retries", "onpolicy.server.backoff",
+    "onpolicy.server.concurrency", "onpolicy.server.api_key_env", "onpolicy.server.weights_dir",
     "loss.chunk_tokens",  # a memory bound: changes sums only at rounding level
     "method",  # a free label for records
     "generate", "cache_build",  # settings of other commands

@@ -176,6 +176,9 @@ class Rollouts:
     """The teacher renders with its own tokenizer/template (``teacher_*`` keys in batches)."""
     stats: dict[str, float] = field(default_factory=lambda: {"generated_tokens": 0.0, "samples": 0.0,
                                                              "ended": 0.0})
+    server: Any = None
+    """``onpolicy.backend: vllm``: the :class:`~crossdistill.train.vllm_rollouts.VLLMRollouts` that samples the
+    student's completions (kept in sync with the student by the trainer); ``None``: HF ``generate``."""
 
     def regenerate(self, batch: dict[str, torch.Tensor], model: torch.nn.Module, by: str,
                    seed: int | None = None) -> dict[str, torch.Tensor]:
@@ -189,7 +192,10 @@ class Rollouts:
         tok = self.teacher_tok if sampler_is_teacher and self.teacher_tok is not None else self.student_tok
         base = [it.teacher if sampler_is_teacher and it.teacher is not None else it.student for it in items]
         prompts = [r.input_ids[: r.completion_start] for r in base]
-        samples = sample(model, tok, prompts, self.cfg, seed)
+        if self.server is not None and not sampler_is_teacher:
+            samples = self.server.sample(prompts, self.cfg, seed)
+        else:
+            samples = sample(model, tok, prompts, self.cfg, seed)
         self.stats["samples"] += len(samples)
         self.stats["ended"] += sum(e for _, e in samples)
         students: list[Rendered] = []

@@ -52,6 +52,19 @@ class Prepared:
     model name, k, tokenizer, sequence length — before any model loads)."""
     extra_teachers: list = field(default_factory=list)
     """With ``teachers:``, every teacher after the first (:class:`crossdistill.train.multi_teacher.ExtraTeacher`)."""
+    rollout_server: Any = None
+    """:class:`crossdistill.train.vllm_rollouts.VLLMRollouts` when ``onpolicy.backend`` is ``vllm`` (checked here)."""
+
+
+def teacher_reference(cfg: DistillConfig) -> str | None:
+    """What records and manifests name as the teacher: its model, its cache, or its server (URL and served model;
+    never a key)."""
+    t = cfg.teacher
+    if t is None:
+        return None
+    if t.server is not None and not t.model:
+        return f"{t.server.url} ({t.server.model or 'served model'})"
+    return t.model or t.cache
 
 
 def check_pair(cfg: DistillConfig, method: Method, student_tok: Any, teacher_tok: Any | None) -> bool:
@@ -140,7 +153,14 @@ def prepare(cfg: DistillConfig, progress: bool = True) -> Prepared:
         from crossdistill.train.multi_teacher import prepare_extra_teachers
 
         extra = prepare_extra_teachers(cfg, method, student_tok, train_ex, progress)
-    return Prepared(cfg, method, student_tok, teacher_tok, separate, train, evald, manifest, cached, served, extra)
+    rollouts = None
+    if cfg.onpolicy.backend == "vllm":
+        from crossdistill.train.vllm_rollouts import VLLMRollouts
+
+        rollouts = VLLMRollouts(cfg.onpolicy.server, student_tok, cfg.train.output_dir)
+        rollouts.check()
+    return Prepared(cfg, method, student_tok, teacher_tok, separate, train, evald, manifest, cached, served, extra,
+                    rollout_server=rollouts)
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> str | None:
@@ -188,7 +208,7 @@ def _student_manifest(p: Prepared):
     toks = {"student": p.student_tok, **({"teacher": p.teacher_tok} if p.teacher_tok is not None else {})}
     toks.update({f"teacher@{e.name}": e.tokenizer for e in p.extra_teachers})  # several teachers: every one
     return Manifest(kind="student", format_version=STUDENT_FORMAT_VERSION, tool_version=__version__,
-                    teacher=(cfg.teacher.model or cfg.teacher.cache) if cfg.teacher else None,
+                    teacher=teacher_reference(cfg),
                     tokenizer_hashes={k: tokenizer_hash(v) for k, v in toks.items()},
                     chat_templates={k: text_hash(getattr(v, "chat_template", None)) for k, v in toks.items()},
                     temperatures={"distillation": cfg.loss.temperature, "sampling": cfg.onpolicy.temperature},
@@ -281,7 +301,8 @@ def _run_training(cfg: DistillConfig, resume_from: str | None, callbacks: list |
                                       p.teacher_tok.pad_token_id if p.separate_teacher else None),
         callbacks=callbacks, method=p.method, dcfg=cfg, teacher=teacher, student_tok=p.student_tok,
         teacher_tok=p.teacher_tok, train_data=p.train, eval_data=p.eval, separate_teacher=p.separate_teacher,
-        cached_teacher=p.cached_teacher, served_teacher=p.served_teacher, fingerprint=identity.fingerprint(cfg))
+        cached_teacher=p.cached_teacher, served_teacher=p.served_teacher, rollout_server=p.rollout_server,
+        fingerprint=identity.fingerprint(cfg))
     if p.extra_teachers:
         from crossdistill.train.multi_teacher import attach_teachers
 
@@ -295,7 +316,7 @@ def _run_training(cfg: DistillConfig, resume_from: str | None, callbacks: list |
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "method": cfg.method or f"{cfg.mode}:{cfg.loss.name}",
         "mode": cfg.mode, "loss": cfg.loss.name, "seed": cfg.train.seed, "student": cfg.student.model,
-        "teacher": (cfg.teacher.model or cfg.teacher.cache) if cfg.teacher else None,
+        "teacher": teacher_reference(cfg),
         "output_dir": cfg.train.output_dir,
         "steps": trainer.state.global_step, "train_seconds": round(time.time() - start, 3),
         "student_non_embedding_params": models.non_embedding_params(trainer.model),

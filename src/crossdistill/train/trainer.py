@@ -218,7 +218,7 @@ class DistillTrainer(Trainer):
     def __init__(self, *args: Any, method: Method, dcfg: Any, teacher: torch.nn.Module | None,
                  student_tok: Any, teacher_tok: Any | None, train_data: RenderedDataset,
                  eval_data: RenderedDataset | None, separate_teacher: bool, cached_teacher: Any = None,
-                 served_teacher: Any = None,
+                 served_teacher: Any = None, rollout_server: Any = None,
                  fingerprint: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.method, self.dcfg = method, dcfg
@@ -231,7 +231,8 @@ class DistillTrainer(Trainer):
         self.method_state = self._build_state()
         self.runner = MethodRunner(method, dcfg, teacher, student_tok, teacher_tok, cached=cached_teacher,
                                    state=self.method_state, served=served_teacher)
-        self.rollouts = Rollouts(train_data, student_tok, teacher_tok, dcfg.onpolicy, separate_teacher)
+        self.rollouts = Rollouts(train_data, student_tok, teacher_tok, dcfg.onpolicy, separate_teacher,
+                                 server=rollout_server)
         self.lmbda = LambdaController(dcfg.onpolicy.lmbda)  # each step's λ: a constant or a schedule
         self._lmbda_sum = 0.0  # scheduled λ summed over the steps since the last log
         self._step_signal: torch.Tensor | None = None  # adaptive λ: this process's signal of the current step
@@ -355,6 +356,10 @@ class DistillTrainer(Trainer):
             by = "student" if on else "teacher"
             sampler = self.accelerator.unwrap_model(self.model) if on else self.teacher
             step, rank = self.state.global_step, self.accelerator.process_index
+            if on and self.rollouts.server is not None:  # vLLM rollouts: the server gets this step's weights
+                if self.accelerator.is_main_process:
+                    self.rollouts.server.sync(sampler, step)
+                self.accelerator.wait_for_everyone()
             batches = [self.rollouts.regenerate(b, sampler, by, rollout_seed(self.args.seed, step, rank, i))
                        for i, b in enumerate(batches)]
         self._step_on_policy = on
