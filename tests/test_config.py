@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from crossdistill.config import ConfigError, DistillConfig, apply_override, build, load_config
@@ -82,7 +84,9 @@ def test_cache_build_section_resolves_from_the_recipe_and_round_trips(tmp_path):
                "cache_build.k=8")
     assert cfg.cache_build.teacher == "" and cfg.cache_build.max_length is None  # as written in the recipe
     resolved = cfg.resolved_cache_build()
-    assert (resolved.teacher, resolved.data, resolved.max_length, resolved.k) == ("org/t", "d.jsonl", 64, 8)
+    # paths are absolute once loaded (relative ones against the current directory); a Hub id stays as written
+    expected = ("org/t", str(Path("d.jsonl").resolve()), 64, 8)
+    assert (resolved.teacher, resolved.data, resolved.max_length, resolved.k) == expected
     path = tmp_path / "resolved.yaml"
     path.write_text(cfg.to_yaml())
     assert load_config(path, validate_paths=False).to_dict() == cfg.to_dict()

@@ -296,7 +296,8 @@ def test_server_config_admits_on_policy(server_overrides, model_paths):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["loss.name=cdm", "loss.weights={}", "loss.params={}"], r"a served teacher returns top-k log-probs, which the methods \["),
+    (["loss.name=cdm", "loss.weights={}", "loss.params={}"],
+     r"a served teacher returns top-k log-probs, which the methods \["),
     (["loss.name=ce", "loss.weights={}", "loss.params={}"], r"uses no teacher"),
     (["onpolicy.seq_kd=true", "onpolicy.max_new_tokens=8"], r"onpolicy.seq_kd=true: SeqKD samples completions"),
     (["teacher.cache=/tmp"], r"and teacher.cache='/tmp' are both set"),

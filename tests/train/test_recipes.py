@@ -30,7 +30,8 @@ def test_accelerate_configs(name):
 def test_tiny_recipe_dry_run(tmp_path, recipe, capsys):
     paths = build(tmp_path / "tiny", n_examples=16)
     cfg = yaml.safe_load((RECIPES / recipe).read_text())
-    over = [f"student.model={str(cfg['student']['model']).replace('outputs/tiny', str(tmp_path / 'tiny'))}",
+    student = str(cfg["student"]["model"]).replace("../outputs/tiny", str(tmp_path / "tiny"))  # recipe-relative
+    over = [f"student.model={student}",
             f"teacher.model={paths['teacher']}", f"data.train={paths['data']}",
             f"train.output_dir={tmp_path / 'out'}"]
     assert train_main([str(RECIPES / recipe), *over, "--dry-run"]) == 0

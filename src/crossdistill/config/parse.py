@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from crossdistill.config.paths import resolve_recipe_paths
+from crossdistill.config.paths import absolute_paths, resolve_recipe_paths
 from crossdistill.config.schema import RENAMED_SECTIONS, CacheBuildConfig, DistillConfig
 from crossdistill.config.validate import validate, validate_cache_build
 from crossdistill.errors import ConfigError
@@ -52,14 +52,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     data = _read_recipe(path) if path is not None else {}
     for item in overrides:
         apply_override(data, item)
-    cfg = build_config(data)
+    cfg = _with_absolute_paths(build_config(data))
     validate(cfg, check_paths=validate_paths)
     return cfg
 
 
+def _with_absolute_paths(cfg: DistillConfig) -> DistillConfig:
+    """The config with every relative path (from overrides, the Python API or a default) made absolute against the
+    current directory: a loaded config, and the ``resolved_config.yaml`` a run writes, mean the same from anywhere."""
+    return build_config(absolute_paths(cfg.to_dict()))
+
+
 def config_from_dict(data: dict[str, Any], validate_paths: bool = True) -> DistillConfig:
-    """Build and validate a config from a plain dict (the Python API)."""
-    cfg = build_config(data)
+    """Build and validate a config from a plain dict (the Python API); relative paths are made absolute against the
+    current directory."""
+    cfg = _with_absolute_paths(build_config(data))
     validate(cfg, check_paths=validate_paths)
     return cfg
 

@@ -6,8 +6,13 @@ Two kinds of fields:
 
 * :data:`PATH_FIELDS` can only be paths (data files, caches, output directories): a relative value is joined to
   the recipe's directory.
-* :data:`MODEL_FIELDS` may be Hub ids (``org/name``) as well as paths, so only values written explicitly relative
-  (``./…`` or ``../…``) are joined; anything else is left as written.
+* :data:`MODEL_FIELDS` may be Hub ids (``org/name``) as well as paths, so a value is joined only when it is
+  written explicitly relative (``./…`` or ``../…``) or names something that exists there; anything else (a Hub
+  id) is left as written.
+
+After the overrides are applied, :func:`absolute_paths` makes the remaining relative paths absolute against the
+current directory, so a loaded config holds no relative path: the ``resolved_config.yaml`` a run writes loads back
+to the same config from anywhere.
 """
 
 from __future__ import annotations
@@ -32,18 +37,28 @@ def _explicitly_relative(value: str) -> bool:
     return value.startswith(("./", "../")) or value in (".", "..")
 
 
-def resolve_recipe_paths(data: dict[str, Any], recipe_dir: Path) -> dict[str, Any]:
-    """``data`` (a recipe mapping, changed in place and returned) with its relative paths joined to
-    ``recipe_dir`` — the stages of a ``chain:`` (each a partial recipe under ``recipe:``) included."""
-    for stage in data.get("chain") or []:
-        if isinstance(stage, dict) and isinstance(stage.get("recipe"), dict):
-            resolve_recipe_paths(stage["recipe"], recipe_dir)
+def _resolve(data: dict[str, Any], base: Path) -> None:
     for dotted in PATH_FIELDS + MODEL_FIELDS:
         node, key = _get(data, dotted)
         value = node.get(key) if node is not None else None
-        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute() or value.startswith("~"):
+        if not isinstance(value, str) or not value or value.startswith("~") or Path(value).is_absolute():
             continue
-        if dotted in MODEL_FIELDS and not _explicitly_relative(value):
+        if dotted in MODEL_FIELDS and not (_explicitly_relative(value) or (base / value).exists()):
             continue
-        node[key] = str((recipe_dir / value).resolve())
+        node[key] = str((base / value).resolve())
+
+
+def absolute_paths(data: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """``data`` with every relative path made absolute against ``base`` (default: the current directory)."""
+    base = Path.cwd() if base is None else base
+    for stage in data.get("chain") or []:
+        if isinstance(stage, dict) and isinstance(stage.get("recipe"), dict):
+            _resolve(stage["recipe"], base)
+    _resolve(data, base)
     return data
+
+
+def resolve_recipe_paths(data: dict[str, Any], recipe_dir: Path) -> dict[str, Any]:
+    """``data`` (a recipe mapping, changed in place and returned) with its relative paths joined to
+    ``recipe_dir`` — the stages of a ``chain:`` (each a partial recipe under ``recipe:``) included."""
+    return absolute_paths(data, recipe_dir)

@@ -298,7 +298,8 @@ def _cmd_assistant(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crossdistill scaling", description=__doc__.split("\n\n")[0].replace("``", ""),
+    parser = argparse.ArgumentParser(prog="crossdistill scaling",
+                                     description=__doc__.split("\n\n")[0].replace("``", ""),  # plain text
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{predict,fit,plan,should-i-distill,assistant}")
 

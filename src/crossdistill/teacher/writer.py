@@ -127,6 +127,14 @@ def _reopen_for_repair(out: Path, plan: Manifest, found: Manifest, bad: list[tup
     (out / MANIFEST_NAME).unlink()
 
 
+def _artifact_kind(manifest: Path) -> str | None:
+    """The ``kind`` a manifest file declares, or ``None`` (no file, or not readable as one)."""
+    try:
+        return json.loads(manifest.read_text()).get("kind") if manifest.is_file() else None
+    except (ValueError, AttributeError, OSError):
+        return None
+
+
 def _refuse(out: Path, what: str) -> None:
     raise FileExistsError(f"cache_build.output={str(out)!r} {what}. Choose another output, or pass --overwrite to "
                           "replace it")
@@ -144,7 +152,10 @@ def prepare_output(cfg: CacheBuildConfig, plan: Manifest, overwrite: bool = Fals
         raise FileExistsError(f"cache_build.output={str(out)!r} is a file; give a directory for the cache")
     foreign = sorted(p.name for p in out.iterdir() if not CACHE_FILE.match(p.name)) if out.is_dir() else []
     problem = None
-    if foreign:
+    other_kind = _artifact_kind(out / MANIFEST_NAME)
+    if other_kind not in (None, "cache"):
+        problem = f"holds a {other_kind!r} artifact (its {MANIFEST_NAME} says so), not a teacher cache"
+    elif foreign:
         problem = (f"holds files that are not part of a cache ({', '.join(foreign[:5])}"
                    f"{' ...' if len(foreign) > 5 else ''})")
     elif (out / MANIFEST_NAME).exists():
