@@ -232,6 +232,10 @@ class OnPolicyConfig:
     """Nucleus sampling threshold."""
     top_k: int = 0
     """Top-k sampling (0 = off)."""
+    ce_on_samples: bool = False
+    """Keep the student's cross-entropy (``ce``/``nll`` terms) on on-policy steps. Off (default): an on-policy step
+    trains only the soft terms against the teacher, because CE on the student's own samples rewards whatever it
+    sampled — measured to wreck a pretrained student's answers; off-policy and SeqKD steps keep CE."""
     backend: Literal["hf", "vllm"] = "hf"
     """Engine of the student's on-policy samples: HF ``generate`` in the training process, or ``vllm``: a vLLM server
     that serves the student (``onpolicy.server``), refreshed with the student's current weights before every

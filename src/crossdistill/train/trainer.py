@@ -146,16 +146,20 @@ class MethodRunner:
         return ctx
 
     def objective(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], count: Any = None,
-                  hidden: torch.Tensor | None = None) -> Objective:
+                  hidden: torch.Tensor | None = None, on_policy: bool = False) -> Objective:
         """The weighted, globally normalized loss of one micro-batch (``count``: the step's global target count;
-        default this batch's own; ``hidden``: see :meth:`context`)."""
+        default this batch's own; ``hidden``: see :meth:`context`). ``on_policy``: the completions are the
+        student's own samples, so its hard-label terms get weight 0 unless ``onpolicy.ce_on_samples``."""
         ctx = self.context(model, inputs) if hidden is None else self.context(model, inputs, hidden)
         result = self.method.loss(ctx, self.params, self.state)
         if result.count != ctx.num_targets:
             raise RuntimeError(f"method {self.method.name!r} reported {result.count} target positions, the batch "
                                f"has {ctx.num_targets}: its sums would be normalized wrongly")
         soft = self.method.soft_terms
-        return combine_terms(result.terms, {k: self.weights.get(k, 0.0) for k in result.terms},
+        weights = {k: self.weights.get(k, 0.0) for k in result.terms}
+        if on_policy and not self.dcfg.onpolicy.ce_on_samples:
+            weights = {k: 0.0 if k in HARD_TERMS else w for k, w in weights.items()}
+        return combine_terms(result.terms, weights,
                              ctx.num_targets if count is None else count, temperature=self.dcfg.loss.temperature,
                              scale_soft_by_t2=self.dcfg.loss.t2_scale,
                              soft_terms=None if soft is None else [t for t in soft if t in result.terms])
@@ -377,7 +381,7 @@ class DistillTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        obj = self.runner.objective(model, inputs, num_items_in_batch)
+        obj = self.runner.objective(model, inputs, num_items_in_batch, on_policy=self._step_on_policy)
         if model.training:
             for name, value in obj.terms.items():
                 self._metric_sums[name] += value.to(self.args.device)
