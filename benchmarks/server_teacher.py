@@ -157,7 +157,7 @@ def rollouts(args) -> None:
     from crossdistill.models import load_model, load_tokenizer
     from crossdistill.testing.vllm_server import VLLMServer
     from crossdistill.train.onpolicy import sample
-    from crossdistill.train.vllm_rollouts import VLLMRollouts
+    from crossdistill.train.vllm_rollouts import VLLMRollouts, export_untied
 
     budget = replace(demo.BUDGETS["full"], n_train=args.n_train)
     load = os.getloadavg()[0]
@@ -171,7 +171,8 @@ def rollouts(args) -> None:
         rendered = [render(tok, e.record()["prompt"], "x") for e in train_ex[:32]]
         prompts = [r.input_ids[: r.completion_start] for r in rendered]
         cfg = OnPolicyConfig(lmbda=1.0, max_new_tokens=args.max_new_tokens)
-        server = VLLMServer(student_dir, served_name="student", threads=args.threads, log=out / "server.log",
+        untied = export_untied(student_dir, out / "students" / "untied")  # vLLM reloads an untied head only
+        server = VLLMServer(untied, served_name="student", threads=args.threads, log=out / "server.log",
                             env={"VLLM_SERVER_DEV_MODE": "1"})
         server.start(timeout=900)
         try:

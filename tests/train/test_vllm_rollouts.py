@@ -35,8 +35,12 @@ def student_server(served_student, tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    server = VLLMServer(served_student, served_name="student", env={"VLLM_SERVER_DEV_MODE": "1"},
-                        log=tmp_path_factory.mktemp("student-server") / "server.log")
+    from crossdistill.train.vllm_rollouts import export_untied
+
+    # The student ties its embeddings, whose head vLLM's in-place reload does not update: served from an untied copy.
+    work = tmp_path_factory.mktemp("student-server")
+    untied = export_untied(served_student, work / "untied")
+    server = VLLMServer(untied, served_name="student", env={"VLLM_SERVER_DEV_MODE": "1"}, log=work / "server.log")
     server.start(timeout=600)
     yield server
     server.stop()
@@ -77,6 +81,7 @@ def test_student_trains_on_vllm_rollouts_refreshed_every_step(served_student, mo
     assert all(h["on_policy_fraction"] == 1 and torch.isfinite(torch.tensor(h["loss"])) for h in steps)
     stats = p.rollout_server.stats
     assert stats["syncs"] == 2 and stats["tokens"] > 0  # refreshed before each on-policy step
+    assert (out / "rollout_weights" / "model.safetensors").is_file()
 
     # The refresh puts the trainer's weights into the running engine: its log-probs become the trained student's.
     trained = AutoModelForCausalLM.from_pretrained(out).eval()

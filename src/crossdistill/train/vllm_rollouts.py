@@ -7,7 +7,14 @@ worker method that runs on CPU and GPU alike); over HTTP it is reached through t
 
 1. the student (LoRA merged) written to ``onpolicy.server.weights_dir`` (safetensors, the server must read it);
 2. ``/collective_rpc {"method": "reload_weights", "kwargs": {"weights_path": DIR}}``;
-3. ``/reset_prefix_cache`` (cached keys/values of the old weights must not be reused).
+3. ``/reset_prefix_cache`` (cached keys/values of the old weights must not be reused);
+4. on the first refresh, a check that the server's log-probs of a probe text are the trainer's.
+
+vLLM 0.32's in-place reload does not update a TIED output head (``tie_word_embeddings``): it reloads the input
+embedding and puts the old head back (its log says "ParallelLMHead: Failed to load weights"). A student with tied
+embeddings is therefore served from an untied copy (:func:`export_untied`, ``python -m
+crossdistill.train.vllm_rollouts STUDENT_DIR OUT_DIR``), and every refresh writes the head explicitly; the check in
+step 4 refuses a server started from the tied original.
 
 Sampling sends one request per prompt (the rendered prompt ids, kept exactly) with ``max_tokens``, the sampling
 temperature, top-p, top-k and a seed per prompt derived from the step's rollout seed, so a resumed run draws what an
@@ -60,18 +67,48 @@ class VLLMRollouts:
         if self.synced_step == step:
             return
         t0 = time.perf_counter()
-        self.weights_dir.mkdir(parents=True, exist_ok=True)
         if hasattr(model, "merge_and_unload"):  # PEFT: the server serves plain weights
             import copy
 
             model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(self.weights_dir, safe_serialization=True)
+        write_untied(model, self.weights_dir)
         self.client._call("POST", "/collective_rpc",
                           {"method": "reload_weights", "kwargs": {"weights_path": str(self.weights_dir)}})
         self.client._call("POST", "/reset_prefix_cache", None)
+        if self.synced_step is None:
+            self.verify(model)
         self.synced_step = step
         self.stats["syncs"] += 1
         self.stats["sync_seconds"] += time.perf_counter() - t0
+
+    def verify(self, model: Any, tolerance: float = 0.05) -> float:
+        """The server's log-probs of a probe text against ``model``'s; raises :class:`ServerError` when they differ
+        by more than ``tolerance`` (a stale head, another architecture). Returns the largest difference."""
+        import torch
+
+        from crossdistill.data.render import PROBE_TEXT
+
+        ids = [int(i) for i in self.tokenizer(PROBE_TEXT)["input_ids"]][:64]
+        scored = self.client.score_one(ids, 1)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                dev = next(model.parameters()).device
+                z = model(input_ids=torch.tensor([ids], device=dev)).logits[0, :-1].float()
+        finally:
+            model.train(was_training)
+        local = z[:, : len(self.tokenizer)].log_softmax(-1).gather(1, torch.tensor(ids[1:], device=dev)[:, None])
+        gap = float((local.squeeze(1).cpu() - scored.target_logprobs).abs().max())
+        if gap > tolerance:
+            tied = bool(getattr(model.config, "tie_word_embeddings", False))
+            why = (" The student ties its input and output embeddings, and vLLM 0.32's in-place reload does not "
+                   "update a tied head: start the server from an untied copy (python -m "
+                   "crossdistill.train.vllm_rollouts STUDENT_DIR OUT_DIR, then --model OUT_DIR)." if tied else
+                   " Serve the student's own model (the same architecture and dtype).")
+            raise ServerError(f"onpolicy.server.url={self.client.settings.url!r} did not take the student's weights: "
+                              f"after a refresh its log-probs differ from the trainer's by {gap:.3g}.{why}")
+        return gap
 
     def _sample_one(self, prompt: list[int], cfg: Any, seed: int | None) -> tuple[list[int], bool]:
         body = {"model": self.client.model, "prompt": [int(i) for i in prompt], "max_tokens": cfg.max_new_tokens,
@@ -108,3 +145,64 @@ class VLLMRollouts:
         self.stats["sample_seconds"] += time.perf_counter() - t0
         self.stats["tokens"] += sum(len(ids) for ids, _ in out)
         return out
+
+
+def untied_state_dict(model: Any) -> dict[str, Any]:
+    """The model's tensors with the output head written out (cloned) even when it is tied to the embedding."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    head = model.get_output_embeddings()
+    if head is not None:
+        name = next((k for k in state if k.endswith("lm_head.weight")), "lm_head.weight")
+        state[name] = head.weight.detach().clone().contiguous()
+    seen: dict[int, str] = {}
+    for k, v in list(state.items()):  # safetensors refuses tensors that share memory
+        ptr = v.data_ptr()
+        if ptr in seen:
+            state[k] = v.clone()
+        seen.setdefault(ptr, k)
+    return state
+
+
+def write_untied(model: Any, directory: str | Path) -> Path:
+    """Write ``model`` as an untied Hugging Face directory (``config.json`` with ``tie_word_embeddings: false`` and
+    ``model.safetensors`` holding the head), the form a vLLM server reloads in place."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    from crossdistill.io import write_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = copy.deepcopy(model.config)
+    config.tie_word_embeddings = False
+    if hasattr(config, "get_text_config"):
+        config.get_text_config().tie_word_embeddings = False
+    write_text(directory / "config.json", config.to_json_string())
+    tmp = directory / ".model.safetensors.tmp"
+    save_file(untied_state_dict(model), str(tmp), metadata={"format": "pt"})
+    tmp.replace(directory / "model.safetensors")
+    return directory
+
+
+def export_untied(student_dir: str | Path, out_dir: str | Path) -> Path:
+    """An untied copy of a saved student (weights, config, tokenizer) to start a rollout server from."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(student_dir)
+    out = write_untied(model, out_dir)
+    for f in Path(student_dir).iterdir():  # tokenizer and generation files
+        if f.is_file() and f.name not in ("config.json", "model.safetensors") and not f.name.endswith(".safetensors"):
+            shutil.copy2(f, out / f.name)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        print("usage: python -m crossdistill.train.vllm_rollouts STUDENT_DIR OUT_DIR  (an untied copy to serve)")
+        raise SystemExit(2)
+    print(export_untied(sys.argv[1], sys.argv[2]))
