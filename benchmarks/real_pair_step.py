@@ -337,7 +337,8 @@ def profile(a, work: Path) -> str:
                (trainer_mod.MethodRunner, "teacher_forward", "teacher forward (body)"),
                (trainer_mod, "head_logits", "teacher head (target rows)"),
                (common.BatchAlignment, "from_collated", "alignment"),
-               (uldm, "ce_sum", "student CE (fused head)"), (gh, "ce_sum", "student CE (fused head)"),
+               (uldm, "ce_from_target_logits", "student CE (from the soft term's logits)"),
+               (gh, "ce_from_target_logits", "student CE (from the soft term's logits)"),
                (uldm, "uld_from_alignment", "ULD (student head, merge, top-k, L1)"),
                (gh, "gold_hybrid", "GOLD hybrid (student head, merge, JSD, sort)")]
     saved = []

@@ -320,16 +320,26 @@ def head_logits(model: torch.nn.Module, rows: torch.Tensor, vocab_size: int | No
     soft-capping applied as the model's own forward does; padding columns beyond ``vocab_size`` sliced off),
     ``chunk_tokens`` rows at a time so the fp32 upcast never holds more than one chunk in the head's dtype."""
     weight, bias, scale, cap = output_head(model)
-    out = []
-    for start in range(0, rows.shape[0], chunk_tokens):
+
+    def chunk(start: int) -> torch.Tensor:
         z = torch.nn.functional.linear(rows[start:start + chunk_tokens].to(weight.dtype), weight, bias).float()
         z = z * scale if scale != 1.0 else z
         if cap:
             z = torch.tanh(z / cap) * cap
-        out.append(z[:, :vocab_size] if vocab_size else z)
-    if not out:
+        return z[:, :vocab_size] if vocab_size else z
+
+    n = rows.shape[0]
+    if n == 0:
         return rows.new_zeros(0, vocab_size or weight.shape[0], dtype=torch.float32)
-    return torch.cat(out)
+    first = chunk(0)
+    if n <= chunk_tokens:  # one chunk: returned as computed (a copy only when padding columns were sliced off)
+        return first.contiguous()
+    out = torch.empty((n, first.shape[1]), dtype=torch.float32, device=first.device)  # no list + cat (2x peak)
+    out[:chunk_tokens] = first
+    del first
+    for start in range(chunk_tokens, n, chunk_tokens):
+        out[start:start + chunk_tokens] = chunk(start)
+    return out
 
 
 def head_info(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float]:

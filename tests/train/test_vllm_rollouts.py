@@ -106,3 +106,22 @@ def test_vllm_backend_without_its_server_is_refused(served_student, model_paths,
         load_config(None, [f"student.model={served_student}", f"teacher.model={model_paths['teacher_bpe']}",
                            f"data.train={chat_data}", "loss.name=uld", "loss.params={top_k: 8}",
                            "onpolicy.server.url=http://127.0.0.1:1"])
+
+
+def test_untied_export_keeps_the_model(model_paths, tmp_path):
+    """A tied student written untied (what a rollout server reloads) computes exactly the same logits."""
+    from transformers import AutoModelForCausalLM
+
+    from crossdistill.train.vllm_rollouts import export_untied
+
+    src = model_paths["student_unigram"]  # Mistral-style, tied embeddings
+    tied = AutoModelForCausalLM.from_pretrained(src).eval()
+    assert tied.config.tie_word_embeddings
+    out = export_untied(src, tmp_path / "untied")
+    untied = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert not untied.config.tie_word_embeddings
+    assert untied.lm_head.weight.data_ptr() != untied.model.embed_tokens.weight.data_ptr()
+    ids = torch.tensor([[5, 7, 9, 11, 13]])
+    with torch.no_grad():
+        assert torch.equal(tied(ids).logits, untied(ids).logits)
+    assert (out / "tokenizer.json").is_file()

@@ -34,7 +34,14 @@ from crossdistill.align.spans import BatchAlignment
 from crossdistill.align.vocab_map import VocabMap
 from crossdistill.losses.divergences import generalized_jsd
 from crossdistill.losses.signal import LOG_ZERO, TeacherSignal
-from crossdistill.losses.uld import _prepare_dense, _sparse_group_scale, _sparse_parts, sorted_l1_full, sorted_l1_topk
+from crossdistill.losses.uld import (
+    _prepare_dense,
+    _sparse_group_scale,
+    _sparse_parts,
+    row_chunk,
+    sorted_l1_full,
+    sorted_l1_topk,
+)
 
 
 @dataclass
@@ -152,8 +159,9 @@ def gold_hybrid(
                                           alignment.teacher_groups, G, merge, teacher_temperature)
 
     jsd_parts, l1_parts, bounds = [], [], []
-    for start in range(0, G, max(1, chunk_groups)):
-        idx = slice(start, min(G, start + chunk_groups))
+    chunk = row_chunk(max(1, chunk_groups), max(v_s, v_t))  # per-group terms: chunking bounds memory only
+    for start in range(0, G, chunk):
+        idx = slice(start, min(G, start + chunk))
         zs, cs = student.dense_rows(idx)
         ls = zs - cs[:, None]  # [c, V_s] merged student log-probs
         with torch.no_grad():
@@ -166,15 +174,17 @@ def gold_hybrid(
                 lt.scatter_(-1, ids[rows], kept[rows])
                 lt = lt + t_scale[idx, None]
             lt = lt.to(ls.dtype)
-        jsd_parts.append(generalized_jsd(ls[:, s_matched], lt[:, t_matched], beta=beta)
+        jsd_parts.append(generalized_jsd(ls.index_select(-1, s_matched), lt.index_select(-1, t_matched), beta=beta)
                          if t_matched.numel() else ls.new_zeros(ls.shape[0]))
         if s_unmatched.numel() == 0 and t_unmatched.numel() == 0:
             l1_parts.append(ls.new_zeros(ls.shape[0]))
             continue
-        ps_u = ls[:, s_unmatched].exp()
-        pt_u = lt[:, t_unmatched].exp()
+        ps_u = ls.index_select(-1, s_unmatched).exp()
+        with torch.no_grad():
+            pt_u = lt.index_select(-1, t_unmatched).exp_()
+            del lt
         if top_k is None or top_k >= max(ps_u.shape[-1], pt_u.shape[-1]):
-            l1_parts.append(sorted_l1_full(ps_u, pt_u))
+            l1_parts.append(sorted_l1_full(ps_u, pt_u))  # the teacher's side sorts values only (no grad)
             continue
         ks, kt = min(top_k, ps_u.shape[-1]), min(top_k, pt_u.shape[-1])
         s_top = ps_u.topk(ks, dim=-1).values

@@ -28,6 +28,15 @@ def ce_sum(ctx: StepContext) -> torch.Tensor:
                               student_bias=ctx.lm_head_bias).sums["ce"]
 
 
+def ce_from_target_logits(ctx: StepContext, logits: torch.Tensor) -> torch.Tensor:
+    """The same sum as :func:`ce_sum`, from the ``[N, V_s]`` fp32 target-row logits a method already holds
+    (``ctx.target_logits()``: scale, bias and padding columns applied), so the student's lm_head runs once per step
+    for CE and the soft term together (one GEMM forward and one backward saved)."""
+    y = ctx.targets[ctx.mask]
+    # lse - z[y], as the fused path computes it (F.cross_entropy's log_softmax is ~50x less accurate in fp32 here)
+    return (torch.logsumexp(logits, dim=-1) - logits.gather(-1, y[:, None]).squeeze(-1)).sum()
+
+
 def batch_alignment(ctx: StepContext) -> BatchAlignment:
     """The step's :class:`BatchAlignment` (given, or built once from the two collated batches and kept on ctx)."""
     if isinstance(ctx.alignment, BatchAlignment):

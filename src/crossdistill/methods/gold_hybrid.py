@@ -17,7 +17,7 @@ from crossdistill.losses.hybrid import gold_hybrid
 from crossdistill.methods.base import FixedState, Method, MethodOutput, Setup, StateInputs, StepContext, require
 from crossdistill.methods.common import (
     batch_alignment,
-    ce_sum,
+    ce_from_target_logits,
     check_sparse_top_k,
     side_temperatures,
     teacher_target_rows,
@@ -88,12 +88,13 @@ def gold_hybrid_loss(ctx: StepContext, params: GoldHybridParams, state: VocabMap
     al = batch_alignment(ctx)
     if params.one_to_one_only:
         al = al.one_to_one()
-    out = gold_hybrid(ctx.target_logits(), teacher_target_rows(ctx), al, state.vocab_map, ctx.targets[ctx.mask],
+    zs = ctx.target_logits()  # one student head for both terms
+    out = gold_hybrid(zs, teacher_target_rows(ctx), al, state.vocab_map, ctx.targets[ctx.mask],
                       teacher_targets_flat(ctx), beta=params.beta, matched_weight=params.matched_weight,
                       unmatched_weight=params.unmatched_weight, merge=params.merge, top_k=params.top_k,
                       student_temperature=ts, teacher_temperature=tt, teacher_vocab_size=ctx.teacher_vocab_size,
                       chunk_groups=params.chunk_groups)
-    return MethodOutput({"ce": ce_sum(ctx), "gold": out.loss, "gold_matched": out.matched.detach(),
+    return MethodOutput({"ce": ce_from_target_logits(ctx, zs), "gold": out.loss, "gold_matched": out.matched.detach(),
                          "gold_unmatched": out.unmatched.detach()}, ctx.num_targets)
 
 

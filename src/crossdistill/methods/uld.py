@@ -19,6 +19,7 @@ from crossdistill.losses.uld import uld_from_alignment, uld_positional
 from crossdistill.methods.base import Method, MethodOutput, Setup, StepContext, require
 from crossdistill.methods.common import (
     batch_alignment,
+    ce_from_target_logits,
     ce_sum,
     check_sparse_top_k,
     side_temperatures,
@@ -69,10 +70,12 @@ def check(setup: Setup) -> None:
 def uld_loss(ctx: StepContext, params: ULDParams, state: None) -> MethodOutput:
     ts, tt = side_temperatures(ctx, params.student_temperature, params.teacher_temperature)
     if params.variant == "aligned":
-        out = uld_from_alignment(ctx.target_logits(), teacher_target_rows(ctx), batch_alignment(ctx),
+        zs = ctx.target_logits()  # one student head for both terms
+        out = uld_from_alignment(zs, teacher_target_rows(ctx), batch_alignment(ctx),
                                  ctx.targets[ctx.mask], teacher_targets_flat(ctx), top_k=params.top_k,
                                  merge=params.merge, student_temperature=ts, teacher_temperature=tt,
                                  teacher_vocab_size=ctx.teacher_vocab_size, chunk_groups=params.chunk_groups)
+        return MethodOutput({"ce": ce_from_target_logits(ctx, zs), "uld": out.loss}, ctx.num_targets)
     else:
         if ctx.teacher_logits is None or not ctx.batch or not ctx.teacher_batch:
             raise ValueError("uld variant='positional' needs ctx.teacher_logits and both collated batches (labels)")
