@@ -23,7 +23,8 @@ CASES = [
     (["train.report_to=[wandb]"], r"'wandb' is not installed in this environment; install it, or remove it"),
     (["train.report_to=[none]"], r"train.report_to contains 'none'; .*give \[\] for none"),
     # --- train: ranges that were accepted silently
-    (["train.max_steps=-1", "train.num_epochs=-1"], r"train.num_epochs=-1.0 must be > 0 when train.max_steps=-1 .*set train.num_epochs"),
+    (["train.max_steps=-1", "train.num_epochs=-1"],
+     r"train.num_epochs=-1.0 must be > 0 when train.max_steps=-1 .*set train.num_epochs"),
     (["train.max_steps=-1", "train.num_epochs=0"], r"train.num_epochs=0.0 must be > 0"),
     (["train.learning_rate=0"], r"train.learning_rate=0.0 must be > 0 .*e.g. 5e-5"),
     (["train.learning_rate=-1e-3"], r"train.learning_rate=-0.001 must be > 0"),

@@ -89,7 +89,9 @@ def test_training_recipe_fills_teacher_data_and_max_length(tmp_path):
     recipe = tmp_path / "train.yaml"
     recipe.write_text("teacher: {model: t}\ndata: {train: d.jsonl, max_length: 64}\ncache_build: {output: out}\n")
     cfg = load_cache_build_config(recipe)
-    assert (cfg.teacher, cfg.data, cfg.max_length, cfg.output) == ("t", "d.jsonl", 64, "out")
+    # paths in a recipe are relative to the recipe file; "t" is a Hub-id-like model name and stays as written
+    assert (cfg.teacher, cfg.data, cfg.max_length, cfg.output) == ("t", str(tmp_path / "d.jsonl"), 64,
+                                                                   str(tmp_path / "out"))
     own = load_cache_build_config(recipe, ["teacher=other", "max_length=32", "data.max_length=128"])
     assert (own.teacher, own.max_length) == ("other", 32)  # the section's own values win
 

@@ -116,11 +116,11 @@ class MultiTeacherRunner:
         return getattr(self.__dict__["parts"][0].runner, name)
 
     def objective(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], count: Any = None,
-                  hidden: torch.Tensor | None = None) -> Objective:
+                  hidden: torch.Tensor | None = None, on_policy: bool = False) -> Objective:
         hidden = hidden_states(model, inputs) if hidden is None else hidden
         loss, terms, weighted, divisor = None, {}, {}, 1.0
         for part in self.parts:
-            obj = part.runner.objective(model, part.batch(inputs), count, hidden=hidden)
+            obj = part.runner.objective(model, part.batch(inputs), count, hidden=hidden, on_policy=on_policy)
             contribution = part.weight * obj.loss
             loss = contribution if loss is None else loss + contribution
             terms.update({f"{k}@{part.name}": v for k, v in obj.terms.items()})
