@@ -182,7 +182,7 @@ class SeedRun:
                             generated=None, out=self.work, budget=self.budget, seed=self.seed, cache=cache)
         cfg["train"]["output_dir"] = str(self.work / "students" / row)
         cfg["train"]["logging_steps"] = 1  # every step's on_policy_fraction: the realised on-policy steps, exactly
-        cfg["train"]["progress_bar"] = False
+        cfg["train"]["progress_bar"] = cfg["train"]["log_lines"] = False
         cfg["method"] = f"challenges:{row}"
         return cfg
 

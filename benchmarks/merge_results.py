@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ["losses", "cross_tokenizer", "cross_tokenizer_methods", "train_throughput", "cache", "quality",
+ORDER = ["losses", "cross_tokenizer", "cross_tokenizer_methods", "train_throughput", "cache", "server", "quality",
          "quality_xtok_methods", "demo", "scaling_fit"]
 
 

@@ -384,7 +384,7 @@ def profile(a, work: Path) -> str:
     total = statistics.median(whole)
     inner = sum(v for k, v in med.items() if not k.startswith("_"))
     med["Python / glue (rest of the step)"] = total - inner
-    lines = [f"| stage | median s / step | share |", "|---|---|---|"]
+    lines = ["| stage | median s / step | share |", "|---|---|---|"]
     for k, v in sorted(((k, v) for k, v in med.items() if not k.startswith("_")), key=lambda kv: -kv[1]):
         lines.append(f"| {k} | {v:.3f} | {v / total:.0%} |")
     lines.append(f"| **whole step (collation -> optimizer step)** | **{total:.3f}** | 100% |")

@@ -188,3 +188,18 @@ def test_left_pad_right_aligns_rows():
     ids, attn = models.left_pad([[1, 2, 3], [4], []], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4], [0, 0, 0]]
     assert attn.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+
+
+def test_head_logits_chunks_equal_one_pass(model_paths):
+    """head_logits in chunks (written into one buffer) equals the single pass and the plain head, padding columns
+    sliced off."""
+    model = AutoModelForCausalLM.from_pretrained(model_paths["student_wordpiece"]).eval()
+    w, b, scale = models.head_info(model)
+    rows = torch.randn(7, w.shape[1])
+    full = torch.nn.functional.linear(rows, w, b).detach() * scale
+    for chunk in (1, 3, 7, 100):
+        torch.testing.assert_close(models.head_logits(model, rows, None, chunk), full)
+        got = models.head_logits(model, rows, w.shape[0] - 2, chunk)
+        assert got.is_contiguous() and got.shape == (7, w.shape[0] - 2)
+        torch.testing.assert_close(got, full[:, :-2])
+    assert models.head_logits(model, rows[:0], 5).shape == (0, 5)

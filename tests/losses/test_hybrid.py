@@ -126,3 +126,27 @@ def test_empty_alignment():
     out = gold_hybrid(zs, torch.randn(3, 9), empty, random_map(9, 8, 3, 0))
     out.loss.backward()
     assert float(out.loss) == 0.0 and torch.all(zs.grad == 0)
+
+
+def test_chunking_by_elements_changes_nothing(monkeypatch):
+    """gold_hybrid's group chunks, bounded by ROW_CHUNK_ELEMENTS (one group at a time here), give the value and
+    gradient of one pass (the terms are per group)."""
+    import crossdistill.losses.uld as uld_mod
+
+    torch.manual_seed(5)
+    n_s, n_t, Vs, Vt, G = 13, 10, 17, 23, 6
+    zs = torch.randn(n_s, Vs, dtype=F64, requires_grad=True)
+    zt = torch.randn(n_t, Vt, dtype=F64)
+    ys, yt = torch.randint(0, Vs, (n_s,)), torch.randint(0, Vt, (n_t,))
+    al = random_alignment(n_s, n_t, G, seed=9)
+    vmap = random_map(Vt, Vs, 9, seed=1)
+
+    def run():
+        out = gold_hybrid(zs, zt, al, vmap, ys, yt, beta=0.5)
+        return out.loss, torch.autograd.grad(out.loss, zs)[0]
+
+    v1, g1 = run()
+    monkeypatch.setattr(uld_mod, "ROW_CHUNK_ELEMENTS", 1)
+    v2, g2 = run()
+    torch.testing.assert_close(v1, v2, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-15)

@@ -278,3 +278,81 @@ def test_topk_fast_path_value_and_grad_match_autograd_reference(strategy):
     g1, = torch.autograd.grad(out.loss, zs)
     g2, = torch.autograd.grad(ref.sum(), zs)
     torch.testing.assert_close(g1, g2)
+
+
+# ---------------------------------------------------------------------------------------- fast paths vs naive ones
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_numpy_sort_desc_equals_torch_sort_values_and_grad(dtype):
+    """sort_desc (numpy on the CPU) gives torch.sort's values exactly, with and without a gradient, and the same
+    gradient (no ties here: a weighted sum of the sorted values sends each weight to its own entry)."""
+    from crossdistill.losses.uld import sort_desc
+
+    torch.manual_seed(11)
+    x = torch.softmax(torch.randn(7, 301, dtype=dtype) * 3, -1)
+    ref = x.sort(dim=-1, descending=True).values
+    assert torch.equal(sort_desc(x), ref)  # values-only path (no grad)
+    xg = x.clone().requires_grad_()
+    got = sort_desc(xg)
+    assert torch.equal(got, ref)
+    w = torch.randn_like(ref)
+    (g1,) = torch.autograd.grad((got * w).sum(), xg)
+    xr = x.clone().requires_grad_()
+    (g2,) = torch.autograd.grad((xr.sort(dim=-1, descending=True).values * w).sum(), xr)
+    assert torch.equal(g1, g2)
+    if dtype == F64:
+        assert torch.autograd.gradcheck(sort_desc, (torch.randn(3, 9, dtype=F64, requires_grad=True),))
+
+
+def test_numpy_sort_desc_ties_and_fallbacks():
+    """Ties (zeros, repeated values) sort to the same values; bf16 and 0-width inputs take torch.sort."""
+    from crossdistill.losses.uld import sort_desc
+
+    x = torch.tensor([[0.0, 0.5, 0.0, 0.25, 0.25, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    assert torch.equal(sort_desc(x), x.sort(dim=-1, descending=True).values)
+    xg = x.clone().requires_grad_()
+    sort_desc(xg).sum().backward()  # every value gets weight 1 whatever the order of ties
+    assert torch.equal(xg.grad, torch.ones_like(x))
+    b = x.bfloat16()
+    assert torch.equal(sort_desc(b), b.sort(dim=-1, descending=True).values)
+    e = torch.zeros(3, 0)
+    assert sort_desc(e).shape == (3, 0)
+
+
+def test_take_rows_is_a_view_for_consecutive_rows_and_a_gather_otherwise():
+    from crossdistill.losses.uld import row_chunk, take_rows
+
+    x = torch.randn(10, 4)
+    for rows in ([2, 3, 4], [5], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 3, 4], [4, 3, 2], [2, 2, 3], []):
+        r = torch.tensor(rows, dtype=torch.long)
+        got = take_rows(x, r)
+        assert torch.equal(got, x[r])
+        consecutive = len(rows) > 0 and rows == list(range(rows[0], rows[0] + len(rows)))
+        assert (got.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()) == consecutive
+    assert row_chunk(512, 262_144) == 64 and row_chunk(512, 49_152) == 341 and row_chunk(8, 10) == 8
+    assert row_chunk(512, 10 ** 9) == 1
+
+
+@pytest.mark.parametrize("top_k", [None, 4])
+def test_row_chunking_changes_nothing(monkeypatch, top_k):
+    """Chunks of rows bounded by ROW_CHUNK_ELEMENTS (1 row at a time here) give the same value and gradient as one
+    pass, on gathered (non-consecutive) and consecutive rows."""
+    import crossdistill.losses.uld as uld_mod
+
+    torch.manual_seed(3)
+    n_s, n_t, Vs, Vt, G = 14, 11, 23, 29, 6
+    zs = torch.randn(n_s + 3, Vs, dtype=F64, requires_grad=True)
+    zt = torch.randn(n_t, Vt, dtype=F64)
+    ys, yt = torch.randint(0, Vs, (n_s + 3,)), torch.randint(0, Vt, (n_t,))
+    base = random_alignment(n_s, n_t, G, seed=2)
+    rows_s = torch.tensor(sorted(torch.randperm(n_s + 3)[:n_s].tolist()))  # student rows with gaps: a gather
+    al = BatchAlignment(rows_s, base.student_groups, base.teacher_rows, base.teacher_groups, G, base.group_example)
+
+    def run():
+        out = uld_from_alignment(zs, zt, al, ys, yt, top_k=top_k, merge="observed")
+        return out.loss, torch.autograd.grad(out.loss, zs)[0]
+
+    v1, g1 = run()
+    monkeypatch.setattr(uld_mod, "ROW_CHUNK_ELEMENTS", 1)
+    v2, g2 = run()
+    torch.testing.assert_close(v1, v2, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-15)

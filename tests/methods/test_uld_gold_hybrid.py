@@ -99,3 +99,23 @@ def test_gold_one_to_one_only_keeps_exactly_the_1_to_1_groups(tokenizers, tmp_pa
     other = fn(ctx, params).terms["gold"]
     torch.testing.assert_close(only + other, full, rtol=1e-5, atol=1e-5)
     assert 0 < only < full
+
+
+@pytest.mark.parametrize("name", ["uld", "gold_hybrid"])
+def test_ce_from_the_soft_terms_logits_equals_the_fused_ce(tokenizers, tmp_path, monkeypatch, name):
+    """``uld`` / ``gold_hybrid`` take CE from the target-row logits their soft term already computed (one student
+    head per step): the same value and gradients as the fused chunked ``ce_sum`` (the naive path)."""
+    from crossdistill.methods.common import ce_from_target_logits, ce_sum
+
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path))
+    ctx, hidden, w, _ = make_ctx(tokenizers)
+    fused = ce_sum(ctx)
+    g_fused = torch.autograd.grad(fused, (hidden, w))
+    shared = ce_from_target_logits(ctx, ctx.target_logits())
+    g_shared = torch.autograd.grad(shared, (hidden, w))
+    torch.testing.assert_close(shared, fused, rtol=1e-6, atol=0)
+    for a, b in zip(g_shared, g_fused):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    ctx, hidden, w, _ = make_ctx(tokenizers)
+    out = get_method(name)(ctx)
+    torch.testing.assert_close(out.terms["ce"], fused.detach(), rtol=1e-6, atol=0)
