@@ -79,32 +79,8 @@ COMPARISONS = (
     ("-", "direct", "smol_online", "SmolLM2 from the cache vs online (sanity: should be a tie)"),
 )
 ADAPTIVE = {"kind": "adaptive", "start": 0.5, "lower": 0.05, "upper": 1.0}
-
-
-def patch_multi_teacher_objective() -> bool:
-    """Let :class:`~crossdistill.train.multi_teacher.MultiTeacherRunner` take the trainer's ``on_policy`` keyword.
-
-    The trainer passes ``on_policy=`` to its runner's ``objective`` (on-policy steps drop the hard-label terms);
-    the several-teacher runner predates that keyword, so a ``teachers:`` run stops with a ``TypeError`` at its first
-    step. Several teachers train off-policy only (validation refuses λ > 0 and SeqKD with ``teachers:``), so the
-    keyword is always ``False`` there and dropping it changes nothing. Does nothing (returns False) once the runner
-    accepts the keyword itself.
-    """
-    import inspect
-
-    from crossdistill.train.multi_teacher import MultiTeacherRunner
-
-    original = MultiTeacherRunner.objective
-    if "on_policy" in inspect.signature(original).parameters:
-        return False
-
-    def objective(self, model, inputs, count=None, hidden=None, on_policy=False):
-        if on_policy:
-            raise RuntimeError("several teachers train off-policy only; got an on-policy step")
-        return original(self, model, inputs, count, hidden=hidden)
-
-    MultiTeacherRunner.objective = objective
-    return True
+TIE = 0.001
+"""A difference below this (bits per byte) in every seed is reported as a tie, whatever its sign."""
 
 
 def load() -> str:
@@ -172,7 +148,6 @@ class SeedRun:
         self.seed, self.work, self.teacher, self.budget = seed, work, teacher, budget
         self.assistant_epochs, self.rows = assistant_epochs, rows
         self.info: dict[str, dict[str, Any]] = {}
-        self.patched = False
         self.dirs: dict[str, str] = {}
 
     def base(self, row: str, method: str, student: Path, cache: Path | None = None) -> dict[str, Any]:
@@ -270,7 +245,6 @@ class SeedRun:
             cfg.pop("teacher")
             cfg["teachers"] = [{"name": "smollm2", **online, "weight": 0.5},
                                {"name": "assistant", "model": self.dirs["assistant"], "weight": 0.5}]
-            self.patched = patch_multi_teacher_objective()
             self.train("two_teachers", cfg, timed=True)
         return self.evaluate(student, held_ex)
 
@@ -306,7 +280,7 @@ class SeedRun:
         print(f"  seed {self.seed} evaluation: {time.perf_counter() - start:.0f} s", flush=True)
         return {"results": {k: {m: getattr(v, m) for m in ("bpb", "ce", "agreement", "accuracy")}
                             for k, v in results.items()},
-                "runs": self.info, "cache_seconds": self.cache_seconds, "multi_teacher_patched": self.patched}
+                "runs": self.info, "cache_seconds": self.cache_seconds}
 
 
 # --------------------------------------------------------------------------------------------------------- report
@@ -327,7 +301,9 @@ def compare(per_seed: list[dict[str, Any]], row: str, ref: str) -> dict[str, Any
     m = statistics.mean(d)
     sd = statistics.stdev(d) if len(d) > 1 else 0.0
     better = sum(x < 0 for x in d)
-    if all(x < 0 for x in d) and -m > sd:
+    if max(abs(x) for x in d) < TIE:
+        verdict = "tie"
+    elif all(x < 0 for x in d) and -m > sd:
         verdict = "helps"
     elif all(x > 0 for x in d) and m > sd:
         verdict = "hurts"
@@ -370,12 +346,15 @@ def tables(per_seed: list[dict[str, Any]], rows: list[str]) -> tuple[str, str]:
     return "\n".join(lines), "\n".join(comp)
 
 
-def write_markdown(path: Path, args: argparse.Namespace, budget, per_seed: list[dict[str, Any]], rows: list[str],
-                   wall: float, loads: dict[str, str]) -> None:
+def write_markdown(path: Path, run: dict[str, Any]) -> None:
+    """The result file from a run's ``results.json`` contents."""
+    from crossdistill.demo import DemoBudget
+
+    budget, per_seed, rows = DemoBudget(**run["budget"]), run["per_seed"], run["rows"]
+    seeds, wall, loads, command = run["seeds"], run["wall_seconds"], run["loads"], run["command"]
     table, comp = tables(per_seed, rows)
     lin = [(s["runs"]["lam_linear"], s["runs"]["lam_const"]) for s in per_seed if "lam_linear" in s["runs"]]
     not_run = [r for r in ROWS if r not in rows]
-    command = " ".join(["OMP_NUM_THREADS=1", "python", "benchmarks/challenges.py", *sys.argv[1:]])
     steps = int(budget.n_train / budget.batch_size * budget.epochs)
     lines = [
         "# Strong-teacher and compute challenges on the real teacher (issue 17, Scope 4)", "",
@@ -387,20 +366,22 @@ def write_markdown(path: Path, args: argparse.Namespace, budget, per_seed: list[
         f"{budget.batch_size} = {steps} optimizer steps per student, lr {budget.learning_rate:g}, student "
         f"{budget.student_layers} layers / hidden {budget.student_hidden}, {budget.n_eval} held-out examples, "
         f"on-policy samples of {budget.gen_tokens} tokens, accuracy from {budget.eval_tokens} greedy tokens; "
-        f"assistant 4 layers / hidden 192 (the demo's full-budget student), {args.assistant_epochs:g} epochs "
-        f"({int(budget.n_train / budget.batch_size * args.assistant_epochs)} steps) from the teacher cache "
-        f"(top-{budget.cache_k}); seeds {' '.join(map(str, args.seeds))} (each seed: its own data split and "
+        f"assistant 4 layers / hidden 192 (the demo's full-budget student), {run['assistant_epochs']:g} epochs "
+        f"({int(budget.n_train / budget.batch_size * run['assistant_epochs'])} steps) from the teacher cache "
+        f"(top-{budget.cache_k}); seeds {' '.join(map(str, seeds))} (each seed: its own data split and "
         "initial student).  ",
-        f"Machine: 2-core CPU shared with other jobs, `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}`;"
+        f"Machine: 2-core CPU shared with other jobs, `OMP_NUM_THREADS={run['omp_num_threads']}`;"
         f" load average (1/5/15 min) {loads['start']} at the start, {loads['end']} at the end. "
         f"**Wall time {wall / 60:.1f} min.**", "",
         "bits/byte: held-out NLL / (ln 2 · UTF-8 bytes of the completions), lower is better, comparable across "
         "tokenizers; agreement: with SmolLM2's greedy next token over aligned groups; accuracy: greedy answers "
         "scored against the task's answer. Steps and on-policy steps are per seed; train s is the training loop "
-        "(mean ± std over seeds).", "",
+        "(mean ± std over seeds). The teacher's accuracy is not measured (as in the demo's quick budget: greedy "
+        "generation with the 135M teacher is the slowest part of the evaluation).", "",
         table, "",
         "Comparisons (held-out bits per byte, row minus reference, paired by seed; negative = the row is better; "
-        "'helps' / 'hurts' only when every seed agrees and the mean exceeds one std of the differences):", "",
+        "'helps' / 'hurts' only when every seed agrees and the mean exceeds one std of the differences; 'tie' when "
+        f"every seed's difference is below {TIE} bits/byte):", "",
         comp, "",
     ]
     if lin:
@@ -409,16 +390,11 @@ def write_markdown(path: Path, args: argparse.Namespace, budget, per_seed: list[
                   "decisions — is closest to `lam_const`'s measured loop time; measured afterwards: " +
                   "; ".join(f"seed {s}: {li['steps']} steps, predicted {li['predicted_seconds']:.0f} s, measured "
                             f"{sum(li['step_times']):.0f} s vs lam_const {sum(lc['step_times']):.0f} s"
-                            for s, (li, lc) in zip(args.seeds, lin)) + ".", ""]
+                            for s, (li, lc) in zip(seeds, lin)) + ".", ""]
     cache = [s["cache_seconds"] for s in per_seed]
     assist = [s["runs"]["assistant"]["train_seconds"] for s in per_seed if "assistant" in s["runs"]]
     lines += [f"Teacher cache (per seed, shared by `direct` and the assistant): {mean_std(cache, '{:.0f}')} s. "
               f"Assistant training (the chain's extra cost, per seed): {mean_std(assist, '{:.0f}')} s.", ""]
-    if any(s.get("multi_teacher_patched") for s in per_seed):
-        lines += ["`two_teachers` ran with `patch_multi_teacher_objective` (in the benchmark): the trainer passes "
-                  "`on_policy=` to its runner's `objective`, and `MultiTeacherRunner.objective` did not accept it yet "
-                  "(a `teachers:` run stopped with a `TypeError` at its first step). Several teachers train "
-                  "off-policy only, so the keyword is always False there and the shim only drops it.", ""]
     if not_run:
         lines += [f"Not run: {', '.join(not_run)} (`--rows` excluded them).", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -433,7 +409,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="epochs of the assistant (chain stage 1; default 8: 4x the final student's)")
     p.add_argument("--work", default=str(ROOT / "outputs" / "challenges"), help="work directory (replaced)")
     p.add_argument("--out", help="markdown result file (e.g. benchmarks/results/challenges.md)")
+    p.add_argument("--from-json", help="write --out from a finished run's results.json (in its --work) instead of "
+                   "training: the report's layout changes, the measurements do not")
     args = p.parse_args(argv)
+    if args.from_json:
+        if not args.out:
+            p.error("--from-json needs --out")
+        write_markdown(Path(args.out), json.loads(Path(args.from_json).read_text()))
+        print(f"written: {args.out}")
+        return 0
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -461,13 +445,15 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     loads["end"] = load()
     Path(args.work).mkdir(parents=True, exist_ok=True)
-    (Path(args.work) / "results.json").write_text(json.dumps(
-        {"budget": asdict(budget), "seeds": args.seeds, "rows": rows, "wall_seconds": wall, "loads": loads,
-         "per_seed": per_seed}, indent=2, default=str))
+    run = {"command": " ".join(["OMP_NUM_THREADS=1", "python", "benchmarks/challenges.py", *sys.argv[1:]]),
+           "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"), "budget": asdict(budget),
+           "assistant_epochs": args.assistant_epochs, "seeds": args.seeds, "rows": rows, "wall_seconds": wall,
+           "loads": loads, "per_seed": per_seed}
+    (Path(args.work) / "results.json").write_text(json.dumps(run, indent=2, default=str))
     table, comp = tables(per_seed, rows)
     print("\n" + table + "\n\n" + comp + f"\n\nwall time {wall / 60:.1f} min; load {loads['start']} -> {loads['end']}")
     if args.out:
-        write_markdown(Path(args.out), args, budget, per_seed, rows, wall, loads)
+        write_markdown(Path(args.out), run)
         print(f"written: {args.out}")
     return 0
 

@@ -68,12 +68,16 @@ def read_records(path: str | Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ memory
-def vm_hwm_kb() -> int:
-    """Peak resident set (kB) since the process started or since :func:`reset_peak`."""
+def _status_kb(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1])
     return -1
+
+
+def vm_hwm_kb() -> int:
+    """Peak resident set (kB) since the process started or since :func:`reset_peak`."""
+    return _status_kb("VmHWM")
 
 
 def reset_peak() -> bool:
@@ -109,7 +113,7 @@ def make_gate(proto: _Proto, warmup: int, total: int, tokens_fn):
 
     class Gate(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            proto.send("ready")
+            proto.send(json.dumps({"ready": True, "rss_kb": _status_kb("VmRSS")}))  # models loaded
             proto.wait()
             self.t0, self.tok0 = time.perf_counter(), tokens_fn()
 
@@ -117,7 +121,8 @@ def make_gate(proto: _Proto, warmup: int, total: int, tokens_fn):
             dt, tok = time.perf_counter() - self.t0, tokens_fn() - self.tok0
             if state.global_step == warmup:
                 reset_peak()
-            msg = {"step": state.global_step, "seconds": dt, "tokens": tok, "load": os.getloadavg()[0]}
+            msg = {"step": state.global_step, "seconds": dt, "tokens": tok, "load": os.getloadavg()[0],
+                   "rss_kb": _status_kb("VmRSS")}
             if state.global_step >= total:
                 msg.update(peak_kb=vm_hwm_kb(), maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
                 proto.send(json.dumps(msg))
@@ -225,11 +230,13 @@ def compare(a, work: Path) -> dict:
     logs = {s: work / f"{a.method}-{s}.log" for s in sides}
     procs = {s: _spawn(s, a, logs[s]) for s in sides}
     try:
+        ready = {}
         for s in sides:
             msg = _read(procs[s], logs[s])
-            if msg != "ready":
-                raise RuntimeError(f"{s}: expected 'ready', got {msg!r}")
-        steps = {s: [] for s in sides}
+            if not msg.startswith("{") or not json.loads(msg).get("ready"):
+                raise RuntimeError(f"{s}: expected the ready message, got {msg!r}")
+            ready[s] = json.loads(msg)
+        steps = {s: [{"ready_rss_kb": ready[s]["rss_kb"]}] for s in sides}
         for i in range(a.total):
             order = sides if i % 2 == 0 else sides[::-1]  # alternate who goes first
             for s in order:
@@ -255,41 +262,44 @@ def compare(a, work: Path) -> dict:
 def summarize(method: str, steps: dict, warmup: int) -> dict:
     out = {}
     for s, recs in steps.items():
+        ready_mb = recs[0]["ready_rss_kb"] / 1024
+        recs = recs[1:]
         meas = recs[warmup:]
         out[s] = {"median_s": statistics.median(r["seconds"] for r in meas),
                   "min_s": min(r["seconds"] for r in meas), "max_s": max(r["seconds"] for r in meas),
                   "tokens": statistics.median(r["tokens"] for r in meas), "n": len(meas),
                   "peak_mb": recs[-1]["peak_kb"] / 1024, "maxrss_mb": recs[-1]["maxrss_kb"] / 1024,
-                  "loads": [r["load"] for r in recs], "all_s": [round(r["seconds"], 2) for r in recs]}
+                  "loads": [r["load"] for r in recs], "all_s": [round(r["seconds"], 2) for r in recs],
+                  "ready_mb": ready_mb, "after_warmup_mb": recs[warmup - 1]["rss_kb"] / 1024 if warmup else None}
     return out
 
 
 def table(results: dict, a) -> str:
-    lines = ["| method | side | median step (s) | min–max (s) | target tokens / step | peak RSS in steps (MB) | "
-             "lifetime max RSS (MB) | TRL / crossdistill time | TRL / crossdistill peak |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | side | median step (s) | min–max (s) | target tokens / step | RSS, models loaded (MB) | "
+             "peak RSS in measured steps (MB) | lifetime max RSS (MB) | TRL / crossdistill time | "
+             "TRL / crossdistill peak |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m, r in results.items():
         cd, tr = r["crossdistill"], r["trl"]
         for s, x in (("crossdistill", cd), ("TRL GOLD", tr)):
             sp = f"**{tr['median_s'] / cd['median_s']:.2f}×**" if s == "crossdistill" else ""
             mem = f"**{tr['peak_mb'] / cd['peak_mb']:.2f}×**" if s == "crossdistill" else ""
             lines.append(f"| {m} | {s} | {x['median_s']:.2f} | {x['min_s']:.2f}–{x['max_s']:.2f} | {x['tokens']:.0f} | "
-                         f"{x['peak_mb']:.0f} | {x['maxrss_mb']:.0f} | {sp} | {mem} |")
+                         f"{x['ready_mb']:.0f} | {x['peak_mb']:.0f} | {x['maxrss_mb']:.0f} | {sp} | {mem} |")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ profile
-def profile(a, work: Path) -> str:
-    """Stage timings of crossdistill's cross-tokenizer step on one fixed batch (same code path as the trainer:
-    the stages are the functions ``MethodRunner`` calls, wrapped with timers)."""
+def _setup(a, work: Path):
+    """crossdistill's pieces of one step, outside the Trainer: (config, prepared data, student, teacher, runner,
+    optimizer, collator) for ``a.method`` on ``a.pair``."""
     import torch
 
     torch.set_num_threads(a.threads)
     from crossdistill import models
     from crossdistill.config import load_config
     from crossdistill.data.dataset import DistillCollator
-    from crossdistill.train import trainer as trainer_mod
     from crossdistill.train.run import prepare
+    from crossdistill.train.trainer import MethodRunner, build_method_state
 
     if a.pair == "demo":
         from dataclasses import replace
@@ -310,13 +320,21 @@ def profile(a, work: Path) -> str:
     model = models.load_model(cfg.student, "student")
     model.train()
     teacher_m = models.freeze_teacher(models.load_model(cfg.teacher, "teacher"))
-    from crossdistill.train.trainer import build_method_state
-
     state = build_method_state(p.method, cfg, model, teacher_m, p.student_tok, p.teacher_tok)
-    runner = trainer_mod.MethodRunner(p.method, cfg, teacher_m, p.student_tok, p.teacher_tok, state=state)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    runner = MethodRunner(p.method, cfg, teacher_m, p.student_tok, p.teacher_tok, state=state)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=cfg.train.optim == "adamw_torch_fused")
     collate = DistillCollator(p.student_tok.pad_token_id, p.teacher_tok.pad_token_id if p.separate_teacher else None)
+    return cfg, p, model, teacher_m, runner, opt, collate, student, teacher
 
+
+def profile(a, work: Path) -> str:
+    """Stage timings of crossdistill's cross-tokenizer step on one fixed batch (same code path as the trainer:
+    the stages are the functions ``MethodRunner`` calls, wrapped with timers)."""
+    import torch
+
+    from crossdistill.train import trainer as trainer_mod
+
+    cfg, p, model, teacher_m, runner, opt, collate, student, teacher = _setup(a, work)
     timers: dict[str, list[float]] = {}
 
     def timed(name, fn):
@@ -398,6 +416,75 @@ def profile(a, work: Path) -> str:
     return hdr + "\n\n" + "\n".join(lines)
 
 
+def ablation(a, work: Path) -> str:
+    """What each fast path gives: the whole step (objective + backward + optimizer step) on one fixed batch, with
+    all fast paths, then with one of them swapped back for the naive code it replaced, interleaved (every variant
+    once per round), median over ``a.profile_reps`` rounds after one warm-up round."""
+    import contextlib
+
+    import torch
+
+    import crossdistill.losses.uld as uld_mod
+    import crossdistill.methods.common as common
+    import crossdistill.methods.gold_hybrid as gh
+    import crossdistill.methods.uld as uldm
+    from crossdistill.train import trainer as trainer_mod
+
+    cfg, p, model, teacher_m, runner, fused_opt, collate, *_ = _setup(a, work)
+    plain_opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batch = collate([p.train[i] for i in range(a.batch)])
+
+    @contextlib.contextmanager
+    def patched(*triples):
+        saved = [(o, n, getattr(o, n)) for o, n, _ in triples]
+        try:
+            for o, n, v in triples:
+                setattr(o, n, v)
+            yield
+        finally:
+            for o, n, v in saved:
+                setattr(o, n, v)
+
+    def no_grad_teacher_forward(self, b, logits):  # the body under no_grad, no inference mode
+        with torch.no_grad():
+            dev = next(self.teacher.parameters()).device
+            bb = {"input_ids": b["input_ids"].to(dev), "attention_mask": b["attention_mask"].to(dev)}
+            if logits:
+                return self.teacher(**bb, use_cache=False).logits[..., : len(self.teacher_tok)].float()
+            return trainer_mod.hidden_states(self.teacher, bb)
+
+    naive_ce = lambda ctx, logits: common.ce_sum(ctx)  # noqa: E731
+    variants = {
+        "all fast paths": ((), fused_opt),
+        "CE on its own fused lm_head pass": (((uldm, "ce_from_target_logits", naive_ce),
+                                              (gh, "ce_from_target_logits", naive_ce)), fused_opt),
+        "torch.sort for the sorted-L1 terms": (((uld_mod, "sort_desc",
+                                                 lambda x: x.sort(dim=-1, descending=True).values),), fused_opt),
+        "row gathers (copies) instead of views, one chunk": (((uld_mod, "take_rows", lambda x, r: x[r]),
+                                                              (uld_mod, "ROW_CHUNK_ELEMENTS", 1 << 40)), fused_opt),
+        "teacher body under no_grad (no inference mode)": (((trainer_mod.MethodRunner, "teacher_forward",
+                                                             no_grad_teacher_forward),), fused_opt),
+        "AdamW unfused (adamw_torch)": ((), plain_opt),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(a.profile_reps + 1):
+        for name, (triples, opt) in variants.items():
+            with patched(*triples):
+                t0 = time.perf_counter()
+                runner.objective(model, batch).loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if r:
+                    times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["all fast paths"])
+    lines = [f"method {a.method}, pair {a.pair}, batch {a.batch}, {a.profile_reps} rounds after 1 warm-up, load "
+             f"{os.getloadavg()[0]:.1f}", "", "| variant | median s / step | vs all fast paths |", "|---|---|---|"]
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        lines.append(f"| {name} | {m:.2f} | {'—' if name == 'all fast paths' else f'+{m - base:.2f} s'} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ main
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -416,6 +503,7 @@ def parse(argv):
     ap.add_argument("--trl-bf16", action="store_true", help="TRL bf16 autocast (its default; off for parity)")
     ap.add_argument("--trl-checkpointing", action="store_true", help="TRL gradient checkpointing (its default)")
     ap.add_argument("--profile", action="store_true", help="stage profile of crossdistill's step instead")
+    ap.add_argument("--ablation", action="store_true", help="step time without each fast path instead")
     ap.add_argument("--pair", default="real", choices=["real", "demo"], help="--profile: the pair")
     ap.add_argument("--profile-reps", type=int, default=5)
     ap.add_argument("--out", default=None, help="also write the markdown here")
@@ -452,11 +540,11 @@ def main(argv: list[str] | None = None) -> int:
         machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                    f"transformers {transformers.__version__}, trl {trl.__version__}; load average at start "
                    f"{load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f}")
-        if a.profile:
+        if a.profile or a.ablation:
             out = []
             for m in [x for x in a.methods.split(",") if x]:
                 a.method = m
-                out.append(profile(a, work))
+                out.append((ablation if a.ablation else profile)(a, work))
             text = f"`{cmd}`\n\n{machine}\n\n" + "\n\n".join(out)
         else:
             results = {}
