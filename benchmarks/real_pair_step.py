@@ -275,7 +275,7 @@ def summarize(method: str, steps: dict, warmup: int) -> dict:
 
 
 def table(results: dict, a) -> str:
-    lines = ["| method | side | median step (s) | min–max (s) | target tokens / step | RSS, models loaded (MB) | "
+    lines = ["| method | side | median step (s) | min–max (s) | target tokens / step | RSS at train start (MB) | "
              "peak RSS in measured steps (MB) | lifetime max RSS (MB) | TRL / crossdistill time | "
              "TRL / crossdistill peak |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m, r in results.items():
@@ -373,11 +373,17 @@ def profile(a, work: Path) -> str:
 
     n = len(p.train)
     reps = a.profile_reps
-    whole = []
+    whole, glue = [], []
+
+    def staged() -> float:
+        return sum(sum(v) for k, v in timers.items() if not k.startswith("_"))
+
     for r in range(reps + 1):
         if r == 1:
             timers.clear()
             whole.clear()
+            glue.clear()
+        s0 = staged()
         t0 = time.perf_counter()
         idx = [(r * a.batch + i) % n for i in range(a.batch)]
         tc = time.perf_counter()
@@ -394,14 +400,14 @@ def profile(a, work: Path) -> str:
         opt.zero_grad(set_to_none=True)
         timers.setdefault("optimizer step (AdamW)", []).append(time.perf_counter() - to)
         whole.append(time.perf_counter() - t0)
+        glue.append(whole[-1] - (staged() - s0))  # this step's time outside every timed stage
     for obj_, attr, orig in saved:
         setattr(obj_, attr, orig)
     trainer_mod.hidden_states = orig_hidden
 
     med = {k: statistics.median(v) * (len(v) / reps) for k, v in timers.items()}  # per step (some run twice)
     total = statistics.median(whole)
-    inner = sum(v for k, v in med.items() if not k.startswith("_"))
-    med["Python / glue (rest of the step)"] = total - inner
+    med["Python / glue (rest of the step)"] = statistics.median(glue)
     lines = ["| stage | median s / step | share |", "|---|---|---|"]
     for k, v in sorted(((k, v) for k, v in med.items() if not k.startswith("_")), key=lambda kv: -kv[1]):
         lines.append(f"| {k} | {v:.3f} | {v / total:.0%} |")

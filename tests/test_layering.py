@@ -70,8 +70,9 @@ def imports_of(path: Path, root: Path = ROOT) -> set[str]:
             if node.level:
                 parts = package.split(".")
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            # ``from crossdistill import models`` imports the submodule, not the package's __init__
-            found |= {f"{base}.{a.name}" for a in node.names} if base == "crossdistill" else {base}
+            # ``from pkg import name``: ``name`` may be a submodule; ``from crossdistill import models`` imports the
+            # submodule, not the package's __init__
+            found |= {f"{base}.{a.name}" for a in node.names} | ({base} if base != "crossdistill" else set())
     found |= set(re.findall(r"""["'](crossdistill(?:\.\w+)+)["']""", source))
     return {m for m in found if m == "crossdistill" or m.startswith("crossdistill.")}
 
@@ -89,7 +90,10 @@ def violations(root: Path = ROOT) -> list[str]:
         if mine not in index:
             out.append(f"{me} belongs to no layer: add {mine!r} to LAYERS in tests/test_layering.py")
             continue
-        for target in sorted(imports_of(path, root)):
+        targets = imports_of(path, root)
+        for target in sorted(targets):
+            if target.rsplit(".", 1)[0] in targets:  # ``from a.b import c``: reported once, as a.b
+                continue
             theirs = unit_of(target)
             if theirs == mine or (mine == "__init__" and target == "crossdistill"):
                 continue
@@ -118,3 +122,62 @@ def test_a_function_local_upward_import_fails(tmp_path):
 @pytest.mark.parametrize("unit", sorted(u for layer in LAYERS for u in layer if u not in {"__main__", "__init__"}))
 def test_every_layer_unit_exists(unit):
     assert (ROOT / unit).is_dir() or (ROOT / f"{unit}.py").is_file(), f"{unit} is listed in LAYERS but absent"
+
+
+def module_cycles(root: Path = ROOT) -> list[list[str]]:
+    """Groups of modules that import each other (function-local imports included), inside packages too."""
+    modules = {module_name(p, root): p for p in root.rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rsplit(".", 1)[0] if "." in name else ""
+        return name or None
+
+    graph = {m: set() for m in modules}
+    for m, path in modules.items():
+        for target in imports_of(path, root):
+            r = resolve(target)
+            # a package's __init__ re-exporting its children is not a cycle
+            if r and r != m and not r.startswith(m + "."):
+                graph[m].add(r)
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_module_imports_itself_in_a_cycle():
+    """Within a package too: e.g. ``train.run`` and a module it imports lazily must not import each other."""
+    assert module_cycles() == []
+
+
+def test_a_module_cycle_is_found(tmp_path):
+    pkg = tmp_path / "crossdistill" / "train"
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text("def f():\n    from crossdistill.train.b import g\n")
+    (pkg / "b.py").write_text("from crossdistill.train import a\n")
+    assert module_cycles(tmp_path / "crossdistill") == [["crossdistill.train.a", "crossdistill.train.b"]]

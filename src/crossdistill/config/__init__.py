@@ -3,7 +3,7 @@
 ``load_config(path, overrides)`` reads a recipe, applies dotted overrides (``loss.temperature=2``, values parsed as
 YAML), builds the dataclasses with type checks and runs :func:`validate` — all before any model or tokenizer is
 loaded. Every error is a :class:`ConfigError` naming the field, the value and the fix. Checks that need tokenizers
-(same-vocabulary losses with differing tokenizers) live in :func:`crossdistill.train.run.check_pair`.
+(same-vocabulary losses with differing tokenizers) live in :func:`crossdistill.train.pairing.check_pair`.
 
 ``load_cache_build_config(path, overrides)`` does the same for ``crossdistill cache``: the recipe's ``cache_build:``
 section (how to write a teacher cache), completed from the recipe and checked by :func:`validate_cache_build`.

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from crossdistill.config.chain import chain_stages
 from crossdistill.config.paths import absolute_paths, resolve_recipe_paths
 from crossdistill.config.schema import RENAMED_SECTIONS, CacheBuildConfig, DistillConfig
 from crossdistill.config.validate import validate, validate_cache_build
@@ -53,7 +54,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for item in overrides:
         apply_override(data, item)
     cfg = _with_absolute_paths(build_config(data))
-    validate(cfg, check_paths=validate_paths)
+    validate_config(cfg, check_paths=validate_paths)
     return cfg
 
 
@@ -67,7 +68,7 @@ def config_from_dict(data: dict[str, Any], validate_paths: bool = True) -> Disti
     """Build and validate a config from a plain dict (the Python API); relative paths are made absolute against the
     current directory."""
     cfg = _with_absolute_paths(build_config(data))
-    validate(cfg, check_paths=validate_paths)
+    validate_config(cfg, check_paths=validate_paths)
     return cfg
 
 
@@ -112,3 +113,11 @@ def cache_build_from_dict(settings: dict[str, Any]) -> CacheBuildConfig:
     """The Python API of :func:`load_cache_build_config`: ``settings`` are ``cache_build`` fields (``teacher``,
     ``data`` and ``output`` required; ``max_length`` defaults to ``data.max_length``'s default)."""
     return _resolved_cache_build(build_config({"cache_build": dict(settings)}))
+
+
+def validate_config(cfg: DistillConfig, check_paths: bool = True) -> None:
+    """:func:`validate` for one run, or every stage of a ``chain:`` recipe."""
+    if cfg.chain is not None:
+        chain_stages(cfg, check_paths)
+    else:
+        validate(cfg, check_paths=check_paths)

@@ -305,14 +305,12 @@ def _check_lmbda(op: OnPolicyConfig) -> None:
 def validate(cfg: DistillConfig, check_paths: bool = True, pending: frozenset[str] = frozenset()) -> None:
     """Every check that needs neither models nor tokenizers. Raises :class:`ConfigError`.
 
-    A recipe with ``chain:`` is validated stage by stage (:func:`crossdistill.config.chain.chain_stages`); its own
-    sections are only the stages' base. ``pending``: model directories an earlier stage of a chain will write, which
-    need not exist yet."""
+    One run: a recipe with ``chain:`` is validated stage by stage by :func:`crossdistill.config.chain.chain_stages`
+    (which calls this for each stage; :func:`crossdistill.config.load_config` dispatches). ``pending``: model
+    directories an earlier stage of a chain will write, which need not exist yet."""
     if cfg.chain is not None:
-        from crossdistill.config.chain import chain_stages
-
-        chain_stages(cfg, check_paths)
-        return
+        raise ConfigError("validate() checks one run; a recipe with chain: is validated stage by stage with "
+                          "crossdistill.config.chain.chain_stages (load_config does this)")
     if cfg.teachers is not None:  # several teachers: theirs checked here, the rest as a run from the first
         from crossdistill.config.teachers import check_teachers
 

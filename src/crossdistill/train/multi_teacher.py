@@ -52,7 +52,7 @@ def prepare_extra_teachers(cfg: DistillConfig, method: Any, student_tok: Any, tr
                            progress: bool = True) -> list[ExtraTeacher]:
     """Tokenizers, pair checks and renderings of ``cfg.teachers[1:]`` (the first is the run's ordinary teacher)."""
     from crossdistill import models
-    from crossdistill.train.run import check_pair
+    from crossdistill.train.pairing import check_pair
 
     out = []
     names = teacher_names(cfg)
