@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     from crossdistill.evaluation import evaluate_models, load_pretrained
     from crossdistill.teacher.reader import CacheReader
 
-    budget = replace(demo.BUDGETS["full"], n_train=args.n_train, n_eval=args.n_eval, epochs=args.epochs)
+    budget = replace(demo.BUDGETS["random_full"], n_train=args.n_train, n_eval=args.n_eval, epochs=args.epochs)
     methods = [m for m in args.methods.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     from crossdistill.demo import BUDGETS, _quiet_libraries
 
     _quiet_libraries()
-    budget = BUDGETS["quick"]
+    budget = BUDGETS["random_quick"]
     teacher = str(convert_gguf(find_packaged_file(SMOLLM2_135M_INSTRUCT)))
     loads = {"start": load()}
     start = time.perf_counter()

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.train_method(run_config(student=init, teacher=None, train=work / "data" / "teacher_train.jsonl",
                                      out=teacher, epochs=args.teacher_epochs, lr=2e-3, seed=0, batch=16))
         (teacher / "done").write_text("ok")
-    budget = replace(demo.BUDGETS["full"], student_hidden=96, student_layers=2, student_vocab=500)
+    budget = replace(demo.BUDGETS["random_full"], student_hidden=96, student_layers=2, student_vocab=500)
     s_texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
 
     rows: dict[str, dict[str, Any]] = {}

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     from crossdistill.testing.vllm_server import VLLMServer
     from crossdistill.train.run import run_training
 
-    budget = replace(demo.BUDGETS["full"], n_train=args.n_train)
+    budget = replace(demo.BUDGETS["random_full"], n_train=args.n_train)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
@@ -159,7 +159,7 @@ def rollouts(args) -> None:
     from crossdistill.train.onpolicy import sample
     from crossdistill.train.vllm_rollouts import VLLMRollouts, export_untied
 
-    budget = replace(demo.BUDGETS["full"], n_train=args.n_train)
+    budget = replace(demo.BUDGETS["random_full"], n_train=args.n_train)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

@@ -51,12 +51,12 @@ def test_demo_smoke_on_tiny_models(tmp_path, model_paths, capsys):
     assert (gen / "manifest.json").is_file() and len((gen / "examples.jsonl").read_text().splitlines()) == 8
 
 
-def test_student_tokenizer_differs_from_teacher_and_keeps_digits_apart(tmp_path):
+def test_student_tokenizer_differs_from_teacher_and_keeps_digits_apart(tmp_path, model_paths):
     from transformers import AutoTokenizer
 
     train, _ = tasks.make_split(40, 4, seed=0)
     texts = [e.question for e in train] + [e.completion for e in train]
-    path = demo.build_student(tmp_path / "student", texts, TINY, seed=0)
+    path = demo.build_student(tmp_path / "student", texts, TINY, seed=0, teacher=str(model_paths["teacher_bpe"]))
     tok = AutoTokenizer.from_pretrained(path)
     pieces = tok.tokenize("so she has 12 + 30 = 42 apples.")
     assert "1" in pieces and "2" in pieces and "42" not in pieces
@@ -87,6 +87,28 @@ def test_method_configs_are_valid(tmp_path, model_paths):
         parsed = config_from_dict(cfg)
         assert (parsed.teacher is None) == (method in ("ce", "hard_label"))
         assert parsed.teacher is None or parsed.teacher.cache is None  # no cache given: the teacher runs online
+
+
+def test_transferred_student_is_the_teacher_body_with_its_own_vocabulary(tmp_path, model_paths):
+    """The default student: the teacher's layers (weights equal), a vocabulary of its own, embeddings from the
+    teacher pieces that spell each token; the old random student stays available."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    teacher = str(model_paths["teacher_bpe"])
+    train, _ = tasks.make_split(40, 4, seed=0)
+    texts = [e.question for e in train] + [e.completion for e in train]
+    path = demo.build_student(tmp_path / "student", texts, replace(TINY, student_layers=None), seed=0,
+                              teacher=teacher)
+    s, t = AutoModelForCausalLM.from_pretrained(path), AutoModelForCausalLM.from_pretrained(teacher)
+    assert s.config.num_hidden_layers == t.config.num_hidden_layers
+    torch.testing.assert_close(s.model.layers[-1].self_attn.q_proj.weight, t.model.layers[-1].self_attn.q_proj.weight)
+    s_tok, t_tok = AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(teacher)
+    assert s.config.vocab_size == len(s_tok) != len(t_tok)
+    rnd = demo.build_student(tmp_path / "random", texts, replace(TINY, student_init="random"), seed=0)
+    assert AutoModelForCausalLM.from_pretrained(rnd).config.hidden_size == TINY.student_hidden
+    with pytest.raises(ConfigError, match="student_init"):
+        demo.build_student(tmp_path / "bad", texts, replace(TINY, student_init="pretrained"), seed=0)
 
 
 @pytest.mark.slow

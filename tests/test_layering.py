@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"methods"},
     {"config"},
     {"models", "testing"},
-    {"metrics"},
+    {"metrics", "transfer"},
     {"teacher"},
     {"train"},
     {"generation", "evaluation", "alignment_report"},

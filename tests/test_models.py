@@ -203,3 +203,24 @@ def test_head_logits_chunks_equal_one_pass(model_paths):
         assert got.is_contiguous() and got.shape == (7, w.shape[0] - 2)
         torch.testing.assert_close(got, full[:, :-2])
     assert models.head_logits(model, rows[:0], 5).shape == (0, 5)
+
+
+def test_hidden_states_computes_no_logit_row(model_paths):
+    """hidden_states asks the model for no logits at all (not one row: a sliced last row is a non-contiguous view
+    that a bf16 CPU matmul expands against the whole head), in fp32 and bf16 alike."""
+    for dtype in (torch.float32, torch.bfloat16):
+        model = AutoModelForCausalLM.from_pretrained(model_paths["teacher_bpe"], dtype=dtype).eval()
+        seen = []
+        orig = model.forward
+
+        def spy(*args, _orig=orig, _seen=seen, **kwargs):
+            out = _orig(*args, **kwargs)
+            _seen.append(out.logits.shape)
+            return out
+
+        model.forward = spy
+        ids = torch.tensor([[5, 9, 14, 30, 2], [7, 7, 8, 1, 3]])
+        with torch.no_grad():
+            h = models.hidden_states(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+        assert h.shape[:2] == (2, 5) and h.dtype == dtype
+        assert seen == [(2, 0, model.config.vocab_size)]

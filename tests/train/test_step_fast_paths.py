@@ -1,6 +1,6 @@
 """Fast paths of the cross-tokenizer step against the naive ones, through ``MethodRunner`` on a real tiny pair:
-the teacher body in inference mode (an ordinary tensor comes out), and ``uld`` / ``gold_hybrid`` objectives and
-gradients unchanged by the shared student head. Run: python -m pytest tests/train/test_step_fast_paths.py -q"""
+``uld`` / ``gold_hybrid`` terms and student gradients unchanged by the shared student head (CE from the soft term's
+logits) and numpy's sort. Run: python -m pytest tests/train/test_step_fast_paths.py -q"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from crossdistill.config import load_config
 from crossdistill.data.dataset import DistillCollator
-from crossdistill.models import hidden_states
 from crossdistill.train.run import prepare
 from crossdistill.train.trainer import MethodRunner, build_method_state
 
@@ -24,25 +23,6 @@ def runner_and_batch(overrides, tmp_path, method):
     runner = MethodRunner(p.method, cfg, teacher, p.student_tok, p.teacher_tok, state=state)
     batch = DistillCollator(p.student_tok.pad_token_id, p.teacher_tok.pad_token_id)([p.train[i] for i in range(4)])
     return runner, student, teacher, batch
-
-
-def test_teacher_forward_runs_in_inference_mode_and_returns_an_ordinary_tensor(overrides, tmp_path, monkeypatch):
-    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path / "cache"))
-    runner, _, teacher, batch = runner_and_batch(overrides, tmp_path, "uld")
-    tb = {k[8:]: v for k, v in batch.items() if k.startswith("teacher_")}
-    seen = []
-    orig = teacher.forward
-
-    def spy(*args, **kwargs):
-        seen.append(torch.is_inference_mode_enabled())
-        return orig(*args, **kwargs)
-
-    monkeypatch.setattr(teacher, "forward", spy)
-    h = runner.teacher_forward(tb, logits=False)
-    assert seen == [True] and not h.is_inference() and not h.requires_grad
-    with torch.no_grad():
-        ref = hidden_states(teacher, tb)
-    assert torch.equal(h, ref)
 
 
 @pytest.mark.parametrize("method", ["uld", "gold_hybrid"])

@@ -84,9 +84,7 @@ class MethodRunner:
         if logits:
             out = self.teacher(**b, use_cache=False).logits
             return out[..., : len(self.teacher_tok)].float()
-        with torch.inference_mode():  # no autograd bookkeeping in the body; KV cache off (hidden_states)
-            h = hidden_states(self.teacher, b)
-        return h.clone()  # an ordinary tensor again (inference tensors cannot be saved for a backward)
+        return hidden_states(self.teacher, b)
 
     def context(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor],
                 hidden: torch.Tensor | None = None) -> StepContext:
