@@ -57,6 +57,20 @@ is treated as unreachable: the local cache is used, and a model that is not in i
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
+@functools.lru_cache(maxsize=1)
+def fast_bf16() -> bool:
+    """bf16 matmuls are fast here: a CUDA device with bf16, or a CPU with AMX / AVX512-BF16 (read from
+    ``/proc/cpuinfo``; elsewhere a CPU emulates bf16 and is slower than fp32)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set, now or when huggingface_hub was imported (it reads
     the variable once, at import)."""

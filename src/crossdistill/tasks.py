@@ -204,10 +204,13 @@ def make_examples(n: int, seed: int, families: Sequence[str] = FAMILIES,
 
 
 def make_split(n_train: int, n_eval: int, seed: int = 0, families: Sequence[str] = FAMILIES,
-               style: str = "template") -> tuple[list[TaskExample], list[TaskExample]]:
-    """A training set and a held-out set with disjoint questions (the held-out set uses another random stream)."""
-    train = make_examples(n_train, seed, families, style=style)
-    held = make_examples(n_eval, seed + 1_000_003, families, exclude={e.question for e in train}, style=style)
+               style: str = "template", exclude: Iterable[str] = ()) -> tuple[list[TaskExample], list[TaskExample]]:
+    """A training set and a held-out set with disjoint questions (the held-out set uses another random stream);
+    neither holds a question of ``exclude`` (for example a teacher's own training questions)."""
+    exclude = set(exclude)
+    train = make_examples(n_train, seed, families, exclude=exclude, style=style)
+    held = make_examples(n_eval, seed + 1_000_003, families, exclude=exclude | {e.question for e in train},
+                         style=style)
     return train, held
 
 

@@ -344,6 +344,10 @@ class TrainConfig:
     """transformers scheduler name (``linear``, ``cosine``, ``constant`` ...)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
+    bf16: bool = False
+    """Mixed precision: the forward and backward under bf16 autocast, parameters and AdamW states in fp32
+    (``TrainingArguments.bf16``). On a CPU with AMX (Sapphire Rapids and later) a 107M-parameter step measured
+    1.6-1.9x faster; losses reduce in fp32 either way."""
     optim: str = "adamw_torch_fused"
     """transformers optimizer name. Default: torch's fused AdamW, the same update as ``adamw_torch`` (to rounding)
     in one kernel per parameter group: measured 5x faster per step on a 135M student on one CPU thread."""

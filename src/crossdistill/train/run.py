@@ -157,6 +157,17 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return str(max(found)[1]) if found else None
 
 
+def _on_cpu(cfg: DistillConfig) -> bool:
+    """The student trains on the CPU: asked for, or no accelerator (transformers refuses ``bf16`` on a machine
+    without a GPU unless ``use_cpu`` is set)."""
+    import torch
+
+    if cfg.student.device is not None:
+        return cfg.student.device == "cpu"
+    return not (torch.cuda.is_available() or getattr(torch, "xpu", None) and torch.xpu.is_available()
+                or torch.backends.mps.is_available())
+
+
 def training_arguments(cfg: DistillConfig):
     import torch
     from transformers import TrainingArguments
@@ -167,11 +178,11 @@ def training_arguments(cfg: DistillConfig):
         num_train_epochs=t.num_epochs, per_device_train_batch_size=t.per_device_batch_size,
         per_device_eval_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate, weight_decay=t.weight_decay, warmup_steps=t.warmup_ratio,
-        lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm, optim=t.optim,
+        lr_scheduler_type=t.lr_scheduler, max_grad_norm=t.max_grad_norm, optim=t.optim, bf16=t.bf16,
         logging_steps=t.logging_steps, eval_strategy="steps" if t.eval_steps else "no", eval_steps=t.eval_steps,
         save_strategy="steps" if t.save_steps else "no", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         report_to=list(t.report_to) or "none", remove_unused_columns=False, dataloader_num_workers=t.dataloader_workers,
-        disable_tqdm=not t.progress_bar, use_cpu=cfg.student.device == "cpu", average_tokens_across_devices=False,
+        disable_tqdm=not t.progress_bar, use_cpu=_on_cpu(cfg), average_tokens_across_devices=False,
         include_num_input_tokens_seen="no", ddp_find_unused_parameters=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
