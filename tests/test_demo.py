@@ -126,3 +126,35 @@ def test_demo_reruns_in_the_same_directory_with_the_same_numbers(tmp_path, model
     second = demo.run_demo(tmp_path / "demo", TINY, **kwargs)
     for name in first["results"]:
         assert second["results"][name]["bpb"] == pytest.approx(first["results"][name]["bpb"], rel=1e-6), name
+
+
+def test_teacher_fine_tune_is_cached_with_its_provenance(tmp_path, model_paths, monkeypatch):
+    """The demo's teacher fine-tune trains once (CE through the training engine), is published with a manifest under
+    the cache root, and is reused by the next call with the same base, data and recipe; other data: a new one."""
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path / "cache"))
+    budget = replace(TINY, teacher_finetune=8, batch_size=4)
+    base = str(model_paths["teacher_bpe"])
+    examples = demo.teacher_examples(budget)
+    assert len(examples) == 8
+    first, reused = demo.fine_tune_teacher(base, examples, budget, progress=False)
+    assert not reused and json.loads((tmp_path / "cache" / "models" / first.split("/")[-1] / "manifest.json")
+                                     .read_text())["steps"] == 2
+    again, reused = demo.fine_tune_teacher(base, examples, budget, progress=False)
+    assert (again, reused) == (first, True)
+    other, reused = demo.fine_tune_teacher(base, examples[:4], budget, progress=False)
+    assert other != first and not reused
+    # the fine-tuned teacher differs from its base, and no training leftovers stay in the cache
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    a, b = AutoModelForCausalLM.from_pretrained(base), AutoModelForCausalLM.from_pretrained(first)
+    assert not torch.equal(a.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight)
+    assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir()) == sorted(
+        {first.split("/")[-1], other.split("/")[-1]})
+
+
+def test_demo_split_never_holds_a_teacher_question():
+    budget = replace(demo.BUDGETS["full"], teacher_finetune=200)
+    teacher_q = {e.question for e in demo.teacher_examples(budget)}
+    train, held = tasks.make_split(128, 48, 0, style=budget.task_style, exclude=teacher_q)
+    assert not teacher_q & {e.question for e in train + held}
