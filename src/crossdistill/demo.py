@@ -48,8 +48,8 @@ from crossdistill.io import publish_dir, write_json
 
 METHODS = ("ce", "hard_label", "uld", "gold_hybrid", "cdm")
 DEFAULT_METHODS = ("ce", "hard_label", "gold_hybrid")
-"""What ``crossdistill demo`` trains without ``--methods`` (the 15-minute budget with a 107M student): CE-only, CE on the
-teacher's text, and the recommended soft method. ``uld`` (measured below CE-only here) and ``cdm`` (teacher online)
+"""What ``crossdistill demo`` trains without ``--methods`` (the 15-minute budget with a 107M student): CE-only, CE on
+the teacher's text, and the recommended soft method. ``uld`` (measured below CE-only here) and ``cdm`` (teacher online)
 are opt-in: ``--methods ce,hard_label,uld,gold_hybrid,cdm``."""
 RECOMMENDED = "gold_hybrid"
 """The demo's highlighted method (docs/demo.md and benchmarks/results/demo.md have the measurements)."""
