@@ -86,3 +86,12 @@ def test_cross_family_transfer_loads_and_keeps_the_chosen_layers(model_paths, tm
     ids = tok("Mia has 7 apples.", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.isfinite(got(ids).logits).all()
+
+
+def test_public_api_transfer_tokenizer(model_paths, tmp_path):
+    import crossdistill
+
+    stats = crossdistill.transfer_tokenizer(model_paths["teacher_bpe"], model_paths["student_unigram"],
+                                            tmp_path / "s", layers=1)
+    assert stats["layers"] == (1,) and stats["spelled"] > 0
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "s").config.num_hidden_layers == 1

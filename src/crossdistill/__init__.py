@@ -4,9 +4,9 @@
     record = cd.distill("recipes/tiny.yaml", ["loss.name=forward_kl", "onpolicy.lmbda=0"])
 
 The public API lives in :mod:`crossdistill.api` (``distill``, ``generate``, ``build_cache``, ``evaluate``,
-``align_report``, the method registry: ``list_methods``, ``get_method``, ``register``, ``Method``) and is re-exported
-here. Heavy modules (torch, transformers) load only when one of these names is first used, so ``import
-crossdistill`` and the CLI's ``--help`` stay instant.
+``align_report``, ``transfer_tokenizer``, the method registry: ``list_methods``, ``get_method``, ``register``,
+``Method``) and is re-exported here. Heavy modules (torch, transformers) load only when one of these names is first
+used, so ``import crossdistill`` and the CLI's ``--help`` stay instant.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from crossdistill.version import __version__
 
 __all__ = ["DistillConfig", "Method", "__version__", "align_report", "build_cache", "distill", "evaluate", "generate",
-           "get_method", "list_methods", "load_config", "register"]
+           "get_method", "list_methods", "load_config", "register", "transfer_tokenizer"]
 
 if TYPE_CHECKING:
     from crossdistill.api import (
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         list_methods,
         load_config,
         register,
+        transfer_tokenizer,
     )
 
 

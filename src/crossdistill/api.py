@@ -102,10 +102,21 @@ def align_report(teacher: str, student: str, texts: Sequence[str] | None = None,
     return report
 
 
+def transfer_tokenizer(model: str | Path, tokenizer: str | Path, out: str | Path, *, layers: int | None = None,
+                       special_map: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Save at ``out`` the pretrained ``model`` re-targeted to ``tokenizer`` (a student that starts from a pretrained
+    body under its own vocabulary; :mod:`crossdistill.transfer`); returns how its vocabulary was initialised."""
+    from dataclasses import asdict
+
+    from crossdistill.transfer import transfer_model
+
+    return asdict(transfer_model(model, tokenizer, out, layers=layers, special_map=special_map))
+
+
 def list_methods() -> dict[str, Method]:
     """Every registered method by name (``loss.name``)."""
     return dict(METHODS)
 
 
 __all__ = ["DistillConfig", "Method", "align_report", "build_cache", "distill", "evaluate", "generate", "get_method",
-           "list_methods", "load_config", "register"]
+           "list_methods", "load_config", "register", "transfer_tokenizer"]

