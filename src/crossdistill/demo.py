@@ -212,9 +212,6 @@ def build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: in
         from crossdistill.config import ConfigError
 
         raise ConfigError(f"student_init={budget.student_init!r}: choose 'transfer' or 'random'")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-
     if budget.student_init == "transfer":
         if teacher is None:
             raise ValueError("build_student: student_init='transfer' needs the teacher directory")
@@ -228,6 +225,9 @@ def build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: in
               f"{stats.spelled} tokens from the teacher pieces spelling them, {stats.special} special tokens mapped, "
               f"{stats.fallback} (partial UTF-8 bytes) at the mean embedding")
         return path
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
     with publish_dir(path) as tmp:  # an interrupted build leaves no half student for the reuse check above
         train_student_tokenizer(texts, tmp, budget.student_vocab)
         tok = AutoTokenizer.from_pretrained(tmp)

@@ -86,12 +86,6 @@ def accuracy_se(r: Any) -> float | None:
     return math.sqrt(r.accuracy * (1 - r.accuracy) / r.scored)
 
 
-def best_distilled(results: dict[str, Any], candidates: list[str]) -> str | None:
-    """The candidate with the highest task accuracy (ties: lower bits per byte)."""
-    have = [n for n in candidates if n in results and results[n].accuracy is not None]
-    return max(have, key=lambda n: (results[n].accuracy, -results[n].bpb)) if have else None
-
-
 def plot_accuracy(results: dict[str, Any], path: Path, highlight: str | None = None) -> Path | None:
     """Held-out task accuracy of every model, with one standard error."""
     import matplotlib

@@ -19,12 +19,13 @@ Usage::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from crossdistill.data.render import reloads_identically
 from crossdistill.io import publish_dir
 
 ROLES = ("bos_token", "eos_token", "pad_token", "unk_token")
@@ -60,19 +61,18 @@ def kept_layers(num_layers: int, keep: int | None) -> list[int]:
     return [round(i * (num_layers - 1) / (keep - 1)) for i in range(keep)]
 
 
-def transfer_embeddings(source_embeddings: torch.Tensor, source_tokenizer: Any, target_tokenizer: Any,
-                        special_map: Mapping[str, str] | None = None) -> tuple[torch.Tensor, TransferStats]:
-    """``[V_target, H]`` embeddings for ``target_tokenizer`` from ``source_embeddings`` ``[V_source, H]``.
+def source_rows(source_tokenizer: Any, target_tokenizer: Any, special_map: Mapping[str, str] | None = None
+                ) -> tuple[list[list[int]], TransferStats]:
+    """For every target id, the source ids whose rows' mean initialises it (``[]``: the mean of all source rows).
 
-    ``special_map``: target special token -> source special token, on top of the :data:`ROLES` matches.
+    ``special_map``: target special token -> source special token, on top of the same-name and :data:`ROLES`
+    matches.
     """
     from crossdistill.align.projection import Retokenizer, special_ids
     from crossdistill.align.vocab_map import token_keys
 
-    src = source_embeddings.detach().float()
-    mean = src[: len(source_tokenizer)].mean(0)
     n = len(target_tokenizer)
-    out = mean.expand(n, -1).clone()
+    rows: list[list[int]] = [[] for _ in range(n)]
     source_specials = {source_tokenizer.convert_ids_to_tokens(i) for i in special_ids(source_tokenizer)}
     pairs = {t: t for t in (target_tokenizer.convert_ids_to_tokens(i) for i in special_ids(target_tokenizer))
              if t in source_specials}  # the same special token in both: itself
@@ -85,18 +85,36 @@ def transfer_embeddings(source_embeddings: torch.Tensor, source_tokenizer: Any, 
         t_id, s_id = _token_id(target_tokenizer, t_name), _token_id(source_tokenizer, s_name)
         if t_id is None or s_id is None:
             raise ValueError(f"special_map: {t_name!r} -> {s_name!r} names a token one tokenizer does not have")
-        out[t_id] = src[s_id]
+        rows[t_id] = [s_id]
         mapped.add(t_id)
     keys = token_keys(target_tokenizer)
     # Byte-fallback pieces (<0x41>) are often registered as special tokens, but their key is the byte itself.
     todo = [i for i in range(n) if i not in mapped and keys[i] and not keys[i].startswith(b"\x00special:")]
-    pieces = Retokenizer(source_tokenizer).pieces([keys[i] for i in todo])
     spelled = 0
-    for i, ids in zip(todo, pieces):
+    for i, ids in zip(todo, Retokenizer(source_tokenizer).pieces([keys[i] for i in todo])):
         if ids:
-            out[i] = src[ids].mean(0)
+            rows[i] = list(ids)
             spelled += 1
-    return out, TransferStats(spelled=spelled, special=len(mapped), fallback=n - spelled - len(mapped), layers=())
+    return rows, TransferStats(spelled=spelled, special=len(mapped), fallback=n - spelled - len(mapped), layers=())
+
+
+def rows_mean(weight: torch.Tensor, rows: Sequence[Sequence[int]], n_source: int) -> torch.Tensor:
+    """``[len(rows), H]``: row ``i`` is the mean of ``weight[rows[i]]``, or of the first ``n_source`` rows of
+    ``weight`` (the tokenizer's, not padding rows) where ``rows[i]`` is empty."""
+    src = weight.detach().float()
+    out = src[:n_source].mean(0).expand(len(rows), -1).clone()
+    for i, ids in enumerate(rows):
+        if ids:
+            out[i] = src[list(ids)].mean(0)
+    return out
+
+
+def transfer_embeddings(source_embeddings: torch.Tensor, source_tokenizer: Any, target_tokenizer: Any,
+                        special_map: Mapping[str, str] | None = None) -> tuple[torch.Tensor, TransferStats]:
+    """``[V_target, H]`` embeddings for ``target_tokenizer`` from ``source_embeddings`` ``[V_source, H]``
+    (:func:`source_rows`, then :func:`rows_mean`)."""
+    rows, stats = source_rows(source_tokenizer, target_tokenizer, special_map)
+    return rows_mean(source_embeddings, rows, len(source_tokenizer)), stats
 
 
 def transfer_model(source: str | Path, tokenizer: str | Path | Any, out: str | Path, *, layers: int | None = None,
@@ -120,7 +138,7 @@ def transfer_model(source: str | Path, tokenizer: str | Path | Any, out: str | P
     cfg.vocab_size = len(tgt_tok)
     cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = (tgt_tok.bos_token_id, tgt_tok.eos_token_id,
                                                             tgt_tok.pad_token_id)
-    emb, stats = transfer_embeddings(model.get_input_embeddings().weight, src_tok, tgt_tok, special_map)
+    rows, stats = source_rows(src_tok, tgt_tok, special_map)  # once, for the embeddings and an untied head
     student = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     state = _renumbered(model.state_dict(), keep)
     state = {k: v for k, v in state.items() if "embed_tokens" not in k and "lm_head" not in k}
@@ -129,18 +147,21 @@ def transfer_model(source: str | Path, tokenizer: str | Path | Any, out: str | P
     if left or unexpected:
         raise RuntimeError(f"transfer: weights did not line up (missing {left[:3]}, unexpected {unexpected[:3]})")
     with torch.no_grad():
-        student.get_input_embeddings().weight.copy_(emb)
+        student.get_input_embeddings().weight.copy_(rows_mean(model.get_input_embeddings().weight, rows, len(src_tok)))
         head = student.get_output_embeddings()
-        if head is not None and not cfg.tie_word_embeddings:
-            head.weight.copy_(_head_rows(model, src_tok, tgt_tok, special_map))
+        if head is not None and not cfg.tie_word_embeddings:  # an untied head's rows are output embeddings
+            head.weight.copy_(rows_mean(model.get_output_embeddings().weight, rows, len(src_tok)))
     student.generation_config.bos_token_id = tgt_tok.bos_token_id
     student.generation_config.eos_token_id = tgt_tok.eos_token_id
     student.generation_config.pad_token_id = tgt_tok.pad_token_id
     with publish_dir(Path(out)) as tmp:
         student.save_pretrained(tmp)
         tgt_tok.save_pretrained(tmp)
-        _check_tokenizer_round_trip(tgt_tok, tmp, cfg.model_type)
-    return TransferStats(stats.spelled, stats.special, stats.fallback, tuple(keep))
+        if not reloads_identically(tgt_tok, tmp):  # checked before the directory is published
+            raise ValueError(f"tokenizer: saved beside a {cfg.model_type!r} model it loads back as another "
+                             "tokenizer class and tokenizes differently; transfer into a model type whose tokenizer "
+                             "class keeps this tokenizer's pipeline")
+    return replace(stats, layers=tuple(keep))
 
 
 def _renumbered(state: dict[str, torch.Tensor], keep: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -156,25 +177,6 @@ def _renumbered(state: dict[str, torch.Tensor], keep: Sequence[int]) -> dict[str
             parts[j] = str(new_index[int(parts[j])])
         out[".".join(parts)] = v
     return out
-
-
-def _head_rows(model: Any, src_tok: Any, tgt_tok: Any, special_map: Mapping[str, str] | None) -> torch.Tensor:
-    """An untied head is transferred like the embeddings (its rows are output embeddings)."""
-    return transfer_embeddings(model.get_output_embeddings().weight, src_tok, tgt_tok, special_map)[0]
-
-
-def _check_tokenizer_round_trip(tok: Any, directory: Path, model_type: str) -> None:
-    """Transformers 5 picks the tokenizer class from the model type; refuse a directory whose tokenizer then
-    tokenizes differently from the one given (before it is published)."""
-    from transformers import AutoTokenizer
-
-    from crossdistill.data.render import PROBE_TEXT
-
-    back = AutoTokenizer.from_pretrained(directory)
-    if back(PROBE_TEXT, add_special_tokens=False).input_ids != tok(PROBE_TEXT, add_special_tokens=False).input_ids:
-        raise ValueError(f"tokenizer: saved beside a {model_type!r} model it loads back as "
-                         f"{type(back).__name__} and tokenizes differently; transfer into a model type whose "
-                         "tokenizer class keeps this tokenizer's pipeline")
 
 
 def _token_id(tok: Any, name: str) -> int | None:

@@ -197,6 +197,18 @@ _MUST_KEEP = ("L", "N", "P", "S")
 PROBE_TEXT = "Hello, world 42! Ærøskøbing café 日本語 中文 한국어 ∑√π≈ 🙂🚀 <tag> a_b-c."
 
 
+def reloads_identically(tokenizer: Any, directory: Any, text: str = PROBE_TEXT) -> bool:
+    """Whether the tokenizer ``AutoTokenizer`` loads back from ``directory`` tokenizes ``text`` like ``tokenizer``.
+
+    Why: Transformers 5 picks the tokenizer class from the model type in ``config.json`` and may rebuild another
+    pipeline than ``tokenizer.json`` describes, so a tokenizer saved beside a model can come back different.
+    """
+    from transformers import AutoTokenizer
+
+    back = AutoTokenizer.from_pretrained(directory)
+    return back(text, add_special_tokens=False).input_ids == tokenizer(text, add_special_tokens=False).input_ids
+
+
 def lost_characters(text: str, offsets: Sequence[tuple[int, int]]) -> list[str]:
     """Characters of ``text`` (letters, numbers, punctuation, symbols) that no token's raw offset span covers, i.e.
     the tokenizer silently dropped them; distinct, in order of appearance. An unknown-token piece with offsets

@@ -151,12 +151,11 @@ def save_model(arch: str, tokenizer_path: str | Path, path: str | Path, hidden: 
     path = Path(path)
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    from crossdistill.data.render import PROBE_TEXT
+    from crossdistill.data.render import PROBE_TEXT, reloads_identically
 
-    back = AutoTokenizer.from_pretrained(path)
-    probe = PROBE_TEXT + "\n  x=12+30 done."
-    if back(probe, add_special_tokens=False).input_ids != tok(probe, add_special_tokens=False).input_ids:
+    if not reloads_identically(tok, path, PROBE_TEXT + "\n  x=12+30 done."):
         raise ValueError(f"arch={arch!r}: transformers loads the tokenizer saved in {path} as "
-                         f"{type(back).__name__}, which tokenizes differently from {tokenizer_path}; use another arch "
+                         f"{type(AutoTokenizer.from_pretrained(path)).__name__}, which tokenizes differently from "
+                         f"{tokenizer_path}; use another arch "
                          "for this tokenizer family")
     return path
