@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ORDER = ["losses", "cross_tokenizer", "cross_tokenizer_methods", "train_throughput", "real_pair_step", "cache",
-         "server", "quality", "quality_xtok_methods", "demo", "scaling_fit"]
+         "server", "quality_pretrained", "quality", "quality_xtok_methods", "demo", "scaling_fit"]
 
 
 def main() -> None:

@@ -120,12 +120,28 @@ def test_real_teacher_quick_demo(tmp_path):
 
 
 def test_demo_reruns_in_the_same_directory_with_the_same_numbers(tmp_path, model_paths):
-    """Running the README command twice must work: existing outputs are replaced, and a fixed seed repeats."""
-    kwargs = dict(teacher=str(model_paths["teacher_bpe"]), methods=["ce", "hard_label"], progress=False)
-    first = demo.run_demo(tmp_path / "demo", TINY, **kwargs)
-    second = demo.run_demo(tmp_path / "demo", TINY, **kwargs)
+    """Running the README command twice must work and repeat a fixed seed's numbers. The second run reuses the
+    initial student, the teacher cache and the hard labels (not rewritten); another seed rebuilds all three."""
+    out = tmp_path / "demo"
+    kwargs = dict(teacher=str(model_paths["teacher_bpe"]), methods=["ce", "hard_label", "gold_hybrid"],
+                  progress=False)
+    artifacts = [out / "students" / "untrained" / "model.safetensors", out / "teacher_cache" / "manifest.json",
+                 out / "data" / "teacher_generations" / "examples.jsonl"]
+
+    def stamps():
+        return [p.stat().st_mtime_ns for p in artifacts]
+
+    first = demo.run_demo(out, TINY, **kwargs)
+    built = stamps()
+    second = demo.run_demo(out, TINY, **kwargs)
     for name in first["results"]:
         assert second["results"][name]["bpb"] == pytest.approx(first["results"][name]["bpb"], rel=1e-6), name
+    assert stamps() == built
+    demo.run_demo(out, TINY, seed=1, **kwargs)
+    assert all(a != b for a, b in zip(stamps(), built))
+    train = [json.loads(line)["prompt"] for line in (out / "data" / "train.jsonl").read_text().splitlines()]
+    labelled = [json.loads(line)["prompt"] for line in artifacts[2].read_text().splitlines()]
+    assert labelled == train  # the hard labels answer seed 1's prompts, not seed 0's
 
 
 def test_teacher_fine_tune_is_cached_with_its_provenance(tmp_path, model_paths, monkeypatch):

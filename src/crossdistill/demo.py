@@ -203,11 +203,32 @@ TRANSFER_SPECIALS = {"<start_of_turn>": "<|im_start|>", "</s>": "<|endoftext|>"}
 
 
 def build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: int, teacher: str | None = None) -> Path:
-    """Tokenizer + student saved at ``path`` (reused when already there): with ``budget.student_init ==
-    "transfer"`` the teacher's body re-targeted to the new tokenizer, else a randomly initialised Llama-style model.
+    """Tokenizer + student saved at ``path``: with ``budget.student_init == "transfer"`` the teacher's body
+    re-targeted to the new tokenizer, else a randomly initialised Llama-style model. Reused when ``path`` holds the
+    student of the same texts, budget fields, seed and teacher (its ``demo_student.json`` stamp), rebuilt otherwise.
     """
-    if (path / "config.json").is_file() and (path / "tokenizer.json").is_file():
+    import hashlib
+
+    stamp = {"texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(), "seed": seed,
+             "teacher": str(teacher), **{k: getattr(budget, k) for k in (
+                 "student_init", "student_layers", "student_hidden", "student_vocab")}}
+    stamp_file = path / STUDENT_STAMP
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp and (path / "config.json").is_file():
+        print(f"student: {path} (cached: the same tokenizer texts, seed and shape)")
         return path
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    _build_student(path, texts, budget, seed, teacher)
+    write_json(stamp_file, stamp, sort_keys=True)  # last: a student without its stamp is rebuilt
+    return path
+
+
+STUDENT_STAMP = "demo_student.json"
+"""What the demo's initial student was built from; a rerun reuses the student only when this matches."""
+
+
+def _build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: int, teacher: str | None) -> Path:
     if budget.student_init not in ("transfer", "random"):
         from crossdistill.config import ConfigError
 
@@ -218,6 +239,9 @@ def build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: in
         from crossdistill.transfer import transfer_model
 
         tok_dir = path.parent / (path.name + ".tokenizer")
+        import shutil
+
+        shutil.rmtree(tok_dir, ignore_errors=True)
         with publish_dir(tok_dir) as tmp:
             train_student_tokenizer(texts, tmp, budget.student_vocab)
         stats = transfer_model(teacher, tok_dir, path, layers=budget.student_layers, special_map=TRANSFER_SPECIALS)
@@ -308,7 +332,7 @@ def teacher_inference_dtype(budget: DemoBudget) -> str:
 
 def generate_hard_labels(teacher: str, train: Path, out: Path, budget: DemoBudget, seed: int) -> Path:
     """The teacher's greedy answers to the training prompts (``crossdistill generate``)."""
-    from crossdistill.config import config_from_dict
+    from crossdistill.config import ConfigError, config_from_dict
     from crossdistill.generation import run_generate
 
     dtype = teacher_inference_dtype(budget)
@@ -318,23 +342,27 @@ def generate_hard_labels(teacher: str, train: Path, out: Path, budget: DemoBudge
                             "generate": {"output": str(out), "max_new_tokens": budget.gen_tokens, "temperature": 0.0,
                                          "batch_size": 64},
                             "train": {"seed": seed}})
-    return run_generate(cfg, overwrite=True)  # the demo's own work directory: a new budget or seed replaces it
+    try:
+        return run_generate(cfg)  # the same prompts, teacher and settings as a previous run: reused as it is
+    except ConfigError:  # another seed or budget wrote it (a bad setting fails again below, with its message)
+        return run_generate(cfg, overwrite=True)
 
 
 def build_teacher_cache(teacher: str, train: Path, out: Path, budget: DemoBudget, progress: bool) -> Path:
-    """The teacher's top-``budget.cache_k`` over the training completions (``crossdistill cache``), written afresh
-    (the training set depends on the seed and budget, and a cache is tied to its dataset's fingerprint)."""
-    import shutil
-
+    """The teacher's top-``budget.cache_k`` over the training completions (``crossdistill cache``). A complete cache
+    of the same teacher, data and settings (its manifest: the dataset's fingerprint, k, dtype, ...) is verified and
+    reused; one of another seed or budget is replaced."""
     from crossdistill.config import cache_build_from_dict
     from crossdistill.teacher.reader import CacheReader
     from crossdistill.teacher.writer import build_cache
 
-    shutil.rmtree(out, ignore_errors=True)
-    build_cache(cache_build_from_dict({"teacher": teacher, "data": str(train), "output": str(out),
-                                       "k": budget.cache_k, "max_length": MAX_LENGTH,
-                                       "teacher_dtype": teacher_inference_dtype(budget),
-                                       "batch_size": budget.batch_size}), progress=progress)
+    cfg = cache_build_from_dict({"teacher": teacher, "data": str(train), "output": str(out), "k": budget.cache_k,
+                                 "max_length": MAX_LENGTH, "teacher_dtype": teacher_inference_dtype(budget),
+                                 "batch_size": budget.batch_size})
+    try:
+        build_cache(cfg, progress=progress)
+    except FileExistsError:  # the cache of another seed or budget
+        build_cache(cfg, progress=progress, overwrite=True)
     stats = CacheReader(out).stats()
     print(f"cache: {stats['tokens']:,} teacher tokens, top-{stats['k']} + tail, {stats['bytes_per_token']:.0f} "
           f"bytes/token, mean mass outside the top-{stats['k']} {stats['mean_tail_mass']:.3f}: {out}")
