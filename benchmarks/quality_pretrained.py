@@ -47,6 +47,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = "ce (teacher text)"
+READING = "<!-- reading: kept by --render -->"
 """The row every soft method is compared with (the issue's question: better than SFT on the teacher's text?)."""
 
 
@@ -210,6 +211,8 @@ def collect(work: Path, seeds: list[int], names: list[str]) -> dict[str, dict[st
 
 
 def render(work: Path, seeds: list[int], names: list[str], out: Path) -> str:
+    from crossdistill.io import write_text
+
     rows = collect(work, seeds, names)
     bar = rows.get(BAR)
     lines = ["# Quality on a pretrained cross-tokenizer pair: soft methods against SFT on the teacher's text", "",
@@ -248,8 +251,11 @@ def render(work: Path, seeds: list[int], names: list[str], out: Path) -> str:
               "the std of the paired difference): " + (", ".join(f"**{w}**" for w in winners) or "**no row meets it**")
               + "."]
     text = "\n".join(lines) + "\n"
+    # The hand-written reading of the numbers lives below READING in the same file; a re-render keeps it.
+    if out.is_file() and READING in (old := out.read_text()):
+        text += "\n" + old[old.index(READING):]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_text(out, text)
     return text
 
 
