@@ -105,13 +105,14 @@ def cross_methods() -> list[str]:
     return cross_tokenizer_methods()
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], digits: int = 4) -> str:
+    """``mean ± std`` over the seeds that measured a value (one value alone; ``—`` for none)."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return "—"
     if len(vals) == 1:
-        return f"{vals[0]:.4f}"
-    return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}"
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:

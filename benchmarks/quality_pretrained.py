@@ -45,7 +45,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from quality import mean_std  # the sibling benchmark (a script's directory is on sys.path): one seed summary
+
 ROOT = Path(__file__).resolve().parents[1]
+
 BAR = "ce (teacher text)"
 READING = "<!-- reading: kept by --render -->"
 """The row every soft method is compared with (the issue's question: better than SFT on the teacher's text?)."""
@@ -172,15 +175,6 @@ def run_row(s: Seed, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------ rendering
-def mean_std(vals: list[float], digits: int = 4) -> str:
-    vals = [v for v in vals if v is not None and not math.isnan(v)]
-    if not vals:
-        return "—"
-    if len(vals) == 1:
-        return f"{vals[0]:.{digits}f}"
-    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
-
-
 def paired(row: list[float], bar: list[float], higher_better: bool) -> tuple[float, float, int]:
     """Mean and std of the per-seed gain over the bar (positive = better) and the seeds it is better in."""
     d = [(a - b) if higher_better else (b - a) for a, b in zip(row, bar)]
