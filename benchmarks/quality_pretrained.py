@@ -26,9 +26,9 @@ warm-up 10 %, cosine) -- the demo's full budget. Rows:
   top-64 cache where the method can train from one (``alm``, ``gold_hybrid``, ``uld``, ``xtoken_*``), else online;
 * ``gold_hybrid (demo)``: the demo's fixed weights (matched 1, unmatched 0, beta 0), and the same with matched 3;
 * ``alm (weight 100)``: ALM with its term weighted by its binarization temperature (at weight 1 it is CE);
-* on-policy rows ``<row> λ=0.5`` / ``λ=1`` for the ``--onpolicy`` rows (default: the best two off-policy rows of
-  seeds 0 and 1 by task accuracy, ``gold_hybrid (demo)`` and ``cdm``; temperature 1, 48 new tokens, teacher
-  online; CE only on off-policy steps, the default ``onpolicy.ce_on_samples: false``).
+* on-policy rows ``<row> λ=0.5`` / ``λ=1`` for the ``--onpolicy`` rows (default: the best two off-policy rows by
+  mean task accuracy over seeds 0-2, ``multilevel_ot`` and ``multilevel_ot_official``; temperature 1, 48 new
+  tokens, teacher online; CE only on off-policy steps, the default ``onpolicy.ce_on_samples: false``).
 
 Reported per row: held-out task accuracy (greedy, 48 tokens) with its mean binomial standard error, bits per byte and
 agreement with the teacher, each as mean ± std over seeds, and the paired difference to ``ce (teacher text)``.
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rows", help="comma-separated subset of row names (default: all); e.g. to split the work")
-    p.add_argument("--onpolicy", default="gold_hybrid (demo),cdm",
+    p.add_argument("--onpolicy", default="multilevel_ot,multilevel_ot_official",
                    help="rows that also get on-policy λ = 0.5 and 1 variants (default: the best two off-policy, "
                         "measured)")
     p.add_argument("--work", default="/tmp/crossdistill-quality-pretrained", help="scratch directory (resumable)")
