@@ -98,12 +98,11 @@ class Seed:
         self.records = [e.record() for e in held_ex]
         texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
         self.student = demo.build_student(self.dir / "untrained", texts, self.budget, seed, base)
-        self.cache = self.dir / "teacher_cache"
-        if not (self.cache / "manifest.json").is_file():
-            demo.build_teacher_cache(self.teacher, self.paths["train"], self.cache, self.budget, progress)
-        self.teacher_text = self.dir / "teacher_generations"
-        if not (self.teacher_text / "manifest.json").is_file():
-            demo.generate_hard_labels(self.teacher, self.paths["train"], self.teacher_text, self.budget, seed)
+        # Both reuse (and verify) what an earlier run of this seed wrote, before loading the teacher.
+        self.cache = demo.build_teacher_cache(self.teacher, self.paths["train"], self.dir / "teacher_cache",
+                                              self.budget, progress)
+        self.teacher_text = demo.generate_hard_labels(self.teacher, self.paths["train"],
+                                                      self.dir / "teacher_generations", self.budget, seed)
         self._teacher_eval: tuple[Any, Any, Any] | None = None
 
     def config(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:

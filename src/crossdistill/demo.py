@@ -35,8 +35,10 @@ What it does, with no input beyond the installed ``demo`` extra:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -207,8 +209,6 @@ def build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: in
     re-targeted to the new tokenizer, else a randomly initialised Llama-style model. Reused when ``path`` holds the
     student of the same texts, budget fields, seed and teacher (its ``demo_student.json`` stamp), rebuilt otherwise.
     """
-    import hashlib
-
     stamp = {"texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(), "seed": seed,
              "teacher": str(teacher), **{k: getattr(budget, k) for k in (
                  "student_init", "student_layers", "student_hidden", "student_vocab")}}
@@ -216,8 +216,6 @@ def build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: in
     if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp and (path / "config.json").is_file():
         print(f"student: {path} (cached: the same tokenizer texts, seed and shape)")
         return path
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
     _build_student(path, texts, budget, seed, teacher)
     write_json(stamp_file, stamp, sort_keys=True)  # last: a student without its stamp is rebuilt
@@ -239,8 +237,6 @@ def _build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: i
         from crossdistill.transfer import transfer_model
 
         tok_dir = path.parent / (path.name + ".tokenizer")
-        import shutil
-
         shutil.rmtree(tok_dir, ignore_errors=True)
         with publish_dir(tok_dir) as tmp:
             train_student_tokenizer(texts, tmp, budget.student_vocab)
@@ -389,8 +385,6 @@ def fine_tune_teacher(base: str, examples: Sequence[Any], budget: DemoBudget,
     ``<cache root>/models/finetuned-<sha256 of base, data and recipe>`` with its provenance in ``manifest.json``;
     returns ``(directory, reused)``. The training engine does the work: this is ``crossdistill train`` with
     ``loss.name: ce`` on the teacher itself."""
-    import hashlib
-
     from crossdistill import tasks
     from crossdistill.assets import cache_root
     from crossdistill.config import config_from_dict
@@ -418,8 +412,6 @@ def fine_tune_teacher(base: str, examples: Sequence[Any], budget: DemoBudget,
         write_json(tmp / "manifest.json", {**recipe, "examples": len(examples), "steps": record["steps"],
                                            "seconds": round(time.perf_counter() - start, 1),
                                            "what": "the demo teacher: the packaged model fine-tuned on the task"})
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     return str(target), False
 
