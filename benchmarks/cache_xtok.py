@@ -34,12 +34,15 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     import crossdistill
-    from crossdistill import demo, tasks
+    from crossdistill import tasks
     from crossdistill.assets import convert_gguf, find_packaged_file
+    from crossdistill.demo.budget import BUDGETS, MAX_LENGTH
+    from crossdistill.demo.methods import method_config, train_method
+    from crossdistill.demo.student import build_student
     from crossdistill.evaluation import evaluate_models, load_pretrained
     from crossdistill.teacher.reader import CacheReader
 
-    budget = replace(demo.BUDGETS["random_full"], n_train=args.n_train, n_eval=args.n_eval, epochs=args.epochs)
+    budget = replace(BUDGETS["random_full"], n_train=args.n_train, n_eval=args.n_eval, epochs=args.epochs)
     methods = [m for m in args.methods.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
@@ -47,10 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         train_ex, held_ex = tasks.make_split(budget.n_train, budget.n_eval, args.seed, style=budget.task_style)
         paths = tasks.write_split(out / "data", train_ex, held_ex)
         texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
-        student = demo.build_student(out / "students" / "untrained", texts, budget, args.seed)
+        student = build_student(out / "students" / "untrained", texts, budget, args.seed)
 
         def config(method: str, cache: Path | None) -> dict:
-            cfg = demo.method_config(method, student=student, teacher=teacher, train=paths["train"], generated=None,
+            cfg = method_config(method, student=student, teacher=teacher, train=paths["train"], generated=None,
                                      out=out, budget=budget, seed=args.seed, cache=cache)
             tag = f"{method}-{'cache' if cache else 'online'}" if method != "ce" else "ce"
             cfg["train"]["output_dir"] = str(out / "students" / tag)
@@ -59,14 +62,14 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         cache = out / f"cache-top{args.k}"
         crossdistill.build_cache({"teacher": teacher, "data": str(paths["train"]), "output": str(cache), "k": args.k,
-                                  "max_length": demo.MAX_LENGTH}, progress=True)
+                                  "max_length": MAX_LENGTH}, progress=True)
         build_s = time.perf_counter() - t0
         stats = CacheReader(cache).stats()
 
-        runs = {"ce": demo.train_method(config("ce", None))}
+        runs = {"ce": train_method(config("ce", None))}
         for method in methods:
             for source in ("cache", "online"):
-                runs[f"{method}-{source}"] = demo.train_method(config(method, cache if source == "cache" else None))
+                runs[f"{method}-{source}"] = train_method(config(method, cache if source == "cache" else None))
 
         records = [e.record() for e in held_ex]
         students = {name: load_pretrained(r.output_dir) for name, r in runs.items()}

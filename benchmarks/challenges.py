@@ -4,7 +4,7 @@ Reproduce (2 CPU cores; see benchmarks/results/challenges.md for the wall time o
 
     OMP_NUM_THREADS=1 python benchmarks/challenges.py --seeds 0 1 2 --out benchmarks/results/challenges.md
 
-Setting: exactly the demo's (:mod:`crossdistill.demo`) with its ``quick`` budget — the packaged SmolLM2-135M-Instruct
+Setting: exactly the demo's (``crossdistill demo``) with its ``quick`` budget — the packaged SmolLM2-135M-Instruct
 teacher (converted once, cached), the arithmetic word-problem task (training and held-out sets drawn per seed), the
 randomly initialised Llama-style student with its own SentencePiece-style tokenizer (cross-tokenizer against the
 teacher), ``gold_hybrid`` with the demo's parameters as the distillation objective, the demo's optimizer settings.
@@ -151,7 +151,7 @@ class SeedRun:
         self.dirs: dict[str, str] = {}
 
     def base(self, row: str, method: str, student: Path, cache: Path | None = None) -> dict[str, Any]:
-        from crossdistill.demo import method_config
+        from crossdistill.demo.methods import method_config
 
         cfg = method_config(method, student=student, teacher=self.teacher, train=self.paths["train"],
                             generated=None, out=self.work, budget=self.budget, seed=self.seed, cache=cache)
@@ -162,7 +162,7 @@ class SeedRun:
         return cfg
 
     def train(self, row: str, cfg: dict[str, Any], timed: bool = False) -> None:
-        from crossdistill.demo import train_method
+        from crossdistill.demo.methods import train_method
 
         if not timed:
             run = train_method(cfg)
@@ -194,7 +194,8 @@ class SeedRun:
 
     def run(self) -> dict[str, Any]:
         from crossdistill import tasks
-        from crossdistill.demo import build_student, build_teacher_cache
+        from crossdistill.demo.student import build_student
+        from crossdistill.demo.teacher import build_teacher_cache
 
         shutil.rmtree(self.work, ignore_errors=True)
         b = self.budget
@@ -348,7 +349,7 @@ def tables(per_seed: list[dict[str, Any]], rows: list[str]) -> tuple[str, str]:
 
 def write_markdown(path: Path, run: dict[str, Any]) -> None:
     """The result file from a run's ``results.json`` contents."""
-    from crossdistill.demo import DemoBudget
+    from crossdistill.demo.budget import DemoBudget
 
     budget, per_seed, rows = DemoBudget(**run["budget"]), run["per_seed"], run["rows"]
     seeds, wall, loads, command = run["seeds"], run["wall_seconds"], run["loads"], run["command"]
@@ -430,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from crossdistill.assets import SMOLLM2_135M_INSTRUCT, convert_gguf, find_packaged_file
-    from crossdistill.demo import BUDGETS, _quiet_libraries
+    from crossdistill.demo.budget import BUDGETS
+    from crossdistill.demo.run import _quiet_libraries
 
     _quiet_libraries()
     budget = BUDGETS["random_quick"]

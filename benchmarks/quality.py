@@ -135,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         print(Path(args.out).read_text())
         return 0
 
-    from crossdistill import demo, tasks
+    from crossdistill import tasks
+    from crossdistill.demo.budget import BUDGETS
+    from crossdistill.demo.methods import train_method
+    from crossdistill.demo.student import build_student
+    from crossdistill.demo.teacher import generate_hard_labels
     from crossdistill.evaluation import evaluate_models, load_pretrained
 
     t0 = time.perf_counter()
@@ -155,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (teacher / "model.safetensors").is_file() or not (teacher / "done").is_file():
         init = save_llama(t_tok, work / "teacher_init", hidden=192, layers=4, seed=1234)
         print(f"training the teacher on {len(teacher_ex)} examples ...", flush=True)
-        demo.train_method(run_config(student=init, teacher=None, train=work / "data" / "teacher_train.jsonl",
-                                     out=teacher, epochs=args.teacher_epochs, lr=2e-3, seed=0, batch=16))
+        train_method(run_config(student=init, teacher=None, train=work / "data" / "teacher_train.jsonl",
+                                out=teacher, epochs=args.teacher_epochs, lr=2e-3, seed=0, batch=16))
         (teacher / "done").write_text("ok")
-    budget = replace(demo.BUDGETS["random_full"], student_hidden=96, student_layers=2, student_vocab=500)
+    budget = replace(BUDGETS["random_full"], student_hidden=96, student_layers=2, student_vocab=500)
     s_texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
 
     rows: dict[str, dict[str, Any]] = {}
@@ -169,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     xmethods = cross_methods()
     for seed in args.seeds:
         sdir = work / f"seed{seed}"
-        x_init = demo.build_student(sdir / "x_init", s_texts, budget, seed)
+        x_init = build_student(sdir / "x_init", s_texts, budget, seed)
         same_init = save_llama(t_tok, sdir / "same_init", hidden=96, layers=2, seed=seed)
         gen = sdir / "teacher_generations"
         if not (gen / "manifest.json").is_file():
-            demo.generate_hard_labels(str(teacher), paths["train"], gen, budget, seed)
+            generate_hard_labels(str(teacher), paths["train"], gen, budget, seed)
         plan: dict[str, dict[str, Any]] = {
             "x/untrained": {}, "x/ce": dict(student=x_init, teacher=None, train=paths["train"]),
             "x/hard_label": dict(student=x_init, teacher=None, train=gen),
@@ -204,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             out = sdir / name.replace("/", "_").replace(" ", "_").replace("λ=", "lambda").replace("β=", "beta")
             try:
-                demo.train_method(run_config(out=out, epochs=args.epochs, lr=args.lr, seed=seed, **spec))
+                train_method(run_config(out=out, epochs=args.epochs, lr=args.lr, seed=seed, **spec))
             except Exception as err:  # a method that fails is reported as failing, not hidden
                 print(f"seed {seed} {name}: FAILED {type(err).__name__}: {err}", flush=True)
                 rows.setdefault(name, {}).setdefault("errors", []).append(f"{type(err).__name__}: {err}"[:200])

@@ -10,7 +10,7 @@ The pair is the demo's (``crossdistill demo``, docs/demo.md), because it is the 
 CPU cores can train 50+ times:
 
 * teacher: SmolLM2-135M-Instruct (byte-level BPE, 49k tokens, ChatML) fine-tuned once on 512 task examples of its own
-  (the demo's cached teacher, :func:`crossdistill.demo.fine_tune_teacher`);
+  (the demo's cached teacher, :func:`crossdistill.demo.teacher.fine_tune_teacher`);
 * student: the packaged SmolLM2's pretrained body under a SentencePiece-style BPE tokenizer of ~860 tokens with byte
   fallback and a Gemma-style template, its embeddings and head transferred from the teacher pieces that spell each
   token (:mod:`crossdistill.transfer`). Every soft method therefore goes through the cross-tokenizer alignment.
@@ -56,7 +56,7 @@ READING = "<!-- reading: kept by --render -->"
 
 def rows_plan(onpolicy: list[str]) -> dict[str, dict[str, Any]]:
     """Row name -> what it trains (``data``: ``train`` or ``teacher_text``; ``loss``; ``params``; ``lmbda``)."""
-    from crossdistill.demo import GOLD_PARAMS
+    from crossdistill.demo.methods import GOLD_PARAMS
     from crossdistill.methods import cross_tokenizer_methods
 
     plan: dict[str, dict[str, Any]] = {"untrained": {}, "ce (ground truth)": {"loss": "ce"},
@@ -84,56 +84,44 @@ class Seed:
     """One seed's shared inputs: the teacher, the split, the transferred student, the teacher cache, hard labels."""
 
     def __init__(self, work: Path, seed: int, progress: bool):
-        from crossdistill import demo, tasks
+        from crossdistill import tasks
         from crossdistill.assets import SMOLLM2_135M_INSTRUCT, convert_gguf, find_packaged_file
+        from crossdistill.demo.budget import BUDGETS
+        from crossdistill.demo.student import build_student
+        from crossdistill.demo.teacher import (
+            build_teacher_cache,
+            fine_tune_teacher,
+            generate_hard_labels,
+            teacher_examples,
+        )
 
         self.seed, self.dir = seed, work / f"seed{seed}"
-        self.budget = demo.BUDGETS["full"]
+        self.budget = BUDGETS["full"]
         base = str(convert_gguf(find_packaged_file(SMOLLM2_135M_INSTRUCT)))
-        teacher_ex = demo.teacher_examples(self.budget)
-        self.teacher, _ = demo.fine_tune_teacher(base, teacher_ex, self.budget, progress)
+        teacher_ex = teacher_examples(self.budget)
+        self.teacher, _ = fine_tune_teacher(base, teacher_ex, self.budget, progress)
         train_ex, held_ex = tasks.make_split(self.budget.n_train, self.budget.n_eval, seed,
                                              style=self.budget.task_style, exclude={e.question for e in teacher_ex})
         self.paths = tasks.write_split(self.dir / "data", train_ex, held_ex)
         self.records = [e.record() for e in held_ex]
         texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
-        self.student = demo.build_student(self.dir / "untrained", texts, self.budget, seed, base)
+        self.student = build_student(self.dir / "untrained", texts, self.budget, seed, base)
         # Both reuse (and verify) what an earlier run of this seed wrote, before loading the teacher.
-        self.cache = demo.build_teacher_cache(self.teacher, self.paths["train"], self.dir / "teacher_cache",
+        self.cache = build_teacher_cache(self.teacher, self.paths["train"], self.dir / "teacher_cache",
                                               self.budget, progress)
-        self.teacher_text = demo.generate_hard_labels(self.teacher, self.paths["train"],
+        self.teacher_text = generate_hard_labels(self.teacher, self.paths["train"],
                                                       self.dir / "teacher_generations", self.budget, seed)
         self._teacher_eval: tuple[Any, Any, Any] | None = None
 
     def config(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        from crossdistill.demo import MAX_LENGTH
-        from crossdistill.manifest import Manifest
-        from crossdistill.methods import sparse_teacher_methods
+        from crossdistill.demo.methods import run_config
 
-        b, loss, lmbda = self.budget, spec["loss"], spec.get("lmbda", 0.0)
         data = self.teacher_text if spec.get("data") == "teacher_text" else self.paths["train"]
-        out = self.dir / "runs" / slug(name)
-        cfg: dict[str, Any] = {
-            "student": {"model": str(self.student)},
-            "data": {"train": str(data), "eval_fraction": 0.0, "max_length": MAX_LENGTH},
-            "loss": {"name": loss, **({"params": spec["params"]} if spec.get("params") else {}),
-                     **({"weights": spec["weights"]} if spec.get("weights") else {})},
-            "train": {"output_dir": str(out), "seed": self.seed, "num_epochs": b.epochs,
-                      "per_device_batch_size": b.batch_size, "learning_rate": b.learning_rate, "warmup_ratio": 0.1,
-                      "lr_scheduler": "cosine", "weight_decay": 0.0, "logging_steps": 2, "report_to": [],
-                      "runs_file": str(self.dir / "runs.jsonl"), "progress_bar": False},
-            "method": f"quality_pretrained:{name}",
-        }
-        if lmbda:
-            cfg["onpolicy"] = {"lmbda": lmbda, "max_new_tokens": b.gen_tokens, "temperature": 1.0}
-        if loss != "ce":
-            if loss in sparse_teacher_methods() and not lmbda:
-                cfg["teacher"] = {"cache": str(self.cache), "tokenizer": self.teacher, "missing_mass": "tail_bucket"}
-                if loss == "uld":  # ULD sorts its top-256 by default; a top-64 cache holds 64
-                    cfg["loss"].setdefault("params", {})["top_k"] = int(Manifest.read(self.cache).k)
-            else:
-                cfg["teacher"] = {"model": self.teacher}
-        return cfg
+        return run_config(spec["loss"], student=self.student, teacher=self.teacher, data=data,
+                          output_dir=self.dir / "runs" / slug(name), budget=self.budget, seed=self.seed,
+                          label=f"quality_pretrained:{name}", runs_file=self.dir / "runs.jsonl", cache=self.cache,
+                          params=spec.get("params"), weights=spec.get("weights"), lmbda=spec.get("lmbda", 0.0),
+                          progress=False)
 
     def evaluate(self, name: str, model_dir: Path) -> dict[str, Any]:
         from crossdistill.evaluation import evaluate_models, load_pretrained
@@ -161,14 +149,14 @@ class Seed:
 
 
 def run_row(s: Seed, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    from crossdistill import demo
+    from crossdistill.demo.methods import train_method
 
     start = time.perf_counter()
     if name == "teacher":
         return {**s.teacher_row(), "seconds": 0.0, "steps": 0}
     if not spec:
         return {**s.evaluate(name, s.student), "seconds": 0.0, "steps": 0}
-    run = demo.train_method(s.config(name, spec))
+    run = train_method(s.config(name, spec))
     trained = time.perf_counter() - start
     return {**s.evaluate(name, Path(run.output_dir)), "seconds": round(trained, 1), "steps": run.steps}
 

@@ -305,12 +305,14 @@ def _setup(a, work: Path):
     if a.pair == "demo":
         from dataclasses import replace
 
-        from crossdistill import demo, tasks
+        from crossdistill import tasks
+        from crossdistill.demo.budget import BUDGETS
+        from crossdistill.demo.student import build_student
 
-        budget = replace(demo.BUDGETS["full"])
+        budget = replace(BUDGETS["full"])
         train_ex = tasks.make_examples(64, 0, style=budget.task_style)
         texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
-        student = str(demo.build_student(work / "demo-student", texts, budget, 0, a.student))
+        student = str(build_student(work / "demo-student", texts, budget, 0, a.student))
         teacher = a.student  # SmolLM2 teaches the demo student
     else:
         student, teacher = a.student, a.teacher

@@ -45,17 +45,20 @@ def main(argv: list[str] | None = None) -> None:
         return rollouts(args)
 
     import crossdistill
-    from crossdistill import demo, tasks
+    from crossdistill import tasks
     from crossdistill.assets import convert_gguf, find_packaged_file
     from crossdistill.config import TeacherServerConfig, config_from_dict
     from crossdistill.data.load import load_examples, prompt_messages
     from crossdistill.data.render import render
+    from crossdistill.demo.budget import BUDGETS, MAX_LENGTH
+    from crossdistill.demo.methods import method_config
+    from crossdistill.demo.student import build_student
     from crossdistill.teacher.forward import load_teacher, teacher_records
     from crossdistill.teacher.server import ServedTeacher, server_records
     from crossdistill.testing.vllm_server import VLLMServer
     from crossdistill.train.run import run_training
 
-    budget = replace(demo.BUDGETS["random_full"], n_train=args.n_train)
+    budget = replace(BUDGETS["random_full"], n_train=args.n_train)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         train_ex, held_ex = tasks.make_split(budget.n_train, budget.n_eval, args.seed, style=budget.task_style)
         paths = tasks.write_split(out / "data", train_ex, held_ex)
         texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
-        student = demo.build_student(out / "students" / "untrained", texts, budget, args.seed)
+        student = build_student(out / "students" / "untrained", texts, budget, args.seed)
 
         server = VLLMServer(teacher, served_name="teacher", max_logprobs=max(64, args.k), max_model_len=1024,
                             threads=args.threads, log=out / "server.log")
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             for ex in examples:
                 prompt, completion = prompt_messages(ex)
                 rendered.append(render(tok, prompt if prompt is not None else "", completion,
-                                       max_length=demo.MAX_LENGTH))
+                                       max_length=MAX_LENGTH))
             positions = sum(sum(1 for y in r.labels[1:] if y != -100) for r in rendered)
             tokens = sum(len(r.input_ids) for r in rendered)
 
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
 
             # 2. training steps, uld across tokenizers
             def uld_config(served_teacher: bool, name: str) -> dict:
-                cfg = demo.method_config("uld", student=student, teacher=teacher, train=paths["train"],
+                cfg = method_config("uld", student=student, teacher=teacher, train=paths["train"],
                                          generated=None, out=out, budget=budget, seed=args.seed)
                 cfg["train"].update({"output_dir": str(out / "students" / name), "max_steps": args.steps,
                                      "logging_steps": 1, "progress_bar": False})
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
                                                                             "concurrency": args.concurrency})):
                 t0 = time.perf_counter()
                 settings = {"teacher": teacher, "data": str(paths["train"]), "output": str(out / f"cache-{name}"),
-                            "k": args.k, "max_length": demo.MAX_LENGTH}
+                            "k": args.k, "max_length": MAX_LENGTH}
                 if server_settings:
                     settings["server"] = server_settings
                 crossdistill.build_cache(settings, progress=False)
@@ -151,21 +154,23 @@ def main(argv: list[str] | None = None) -> None:
 
 def rollouts(args) -> None:
     """Section 4: the demo student's samples from a vLLM server (refreshed) vs HF ``generate``."""
-    from crossdistill import demo, tasks
+    from crossdistill import tasks
     from crossdistill.config import ModelConfig, OnPolicyConfig, RolloutServerConfig
     from crossdistill.data.render import render
+    from crossdistill.demo.budget import BUDGETS
+    from crossdistill.demo.student import build_student
     from crossdistill.models import load_model, load_tokenizer
     from crossdistill.testing.vllm_server import VLLMServer
     from crossdistill.train.onpolicy import sample
     from crossdistill.train.vllm_rollouts import VLLMRollouts, export_untied
 
-    budget = replace(demo.BUDGETS["random_full"], n_train=args.n_train)
+    budget = replace(BUDGETS["random_full"], n_train=args.n_train)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         train_ex, held_ex = tasks.make_split(budget.n_train, budget.n_eval, args.seed, style=budget.task_style)
         texts = [e.question for e in train_ex] + [e.completion for e in train_ex] + ["user\nmodel\n"] * 8
-        student_dir = demo.build_student(out / "students" / "untrained", texts, budget, args.seed)
+        student_dir = build_student(out / "students" / "untrained", texts, budget, args.seed)
         mc = ModelConfig(model=str(student_dir))
         model, tok = load_model(mc, "student").eval(), load_tokenizer(mc, "student")
         rendered = [render(tok, e.record()["prompt"], "x") for e in train_ex[:32]]

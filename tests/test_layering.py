@@ -34,7 +34,6 @@ LAYERS: list[set[str]] = [
     {"teacher"},
     {"train"},
     {"generation", "evaluation", "alignment_report"},
-    {"demo_report"},
     {"demo"},
     {"api"},
     {"cli", "__init__"},

@@ -12,7 +12,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("crossdistill.demo", "the whole pipeline on a real small teacher, on a CPU, in minutes"),
+    "demo": ("crossdistill.demo.run", "the whole pipeline on a real small teacher, on a CPU, in minutes"),
     "train": ("crossdistill.train.cli", "distill (or fine-tune) a student from a YAML recipe"),
     "generate": ("crossdistill.generation", "teacher generations -> dataset with manifest (hard labels, SeqKD)"),
     "cache": ("crossdistill.teacher.cache_cli", "teacher top-k distributions -> sharded, verifiable cache"),
