@@ -48,6 +48,8 @@ from typing import Any
 from quality import mean_std  # the sibling benchmark (a script's directory is on sys.path): one seed summary
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "quality_pretrained"
+"""Per-seed, per-row results (``seed<N>/<row>.json``): what ``--render`` builds the table from."""
 
 BAR = "ce (teacher text)"
 READING = "<!-- reading: kept by --render -->"
@@ -180,10 +182,10 @@ def beats(row: dict[str, list], bar: dict[str, list]) -> bool:
     return ok
 
 
-def collect(work: Path, seeds: list[int], names: list[str]) -> dict[str, dict[str, list]]:
+def collect(results: Path, seeds: list[int], names: list[str]) -> dict[str, dict[str, list]]:
     rows: dict[str, dict[str, list]] = {}
     for name in names:
-        per = [work / f"seed{s}" / "results" / f"{slug(name)}.json" for s in seeds]
+        per = [results / f"seed{s}" / f"{slug(name)}.json" for s in seeds]
         got = [json.loads(p.read_text()) for p in per if p.is_file()]
         if got:
             rows[name] = {k: [g.get(k) for g in got] for k in ("accuracy", "scored", "bpb", "agreement", "seconds")}
@@ -191,10 +193,47 @@ def collect(work: Path, seeds: list[int], names: list[str]) -> dict[str, dict[st
     return rows
 
 
-def render(work: Path, seeds: list[int], names: list[str], out: Path) -> str:
+def vs_untrained(row: dict[str, list], base: dict[str, list], key: str, higher_better: bool) -> str:
+    """``k/n``: the seeds in which ``row`` is at least as good as the untrained student on ``key`` (paired by seed)."""
+    by_seed = dict(zip(base["seeds"], base[key]))
+    pairs = [(v, by_seed[s]) for s, v in zip(row["seeds"], row[key]) if s in by_seed]
+    ok = sum((v >= b) if higher_better else (v <= b) for v, b in pairs)
+    return f"{ok}/{len(pairs)}" + ("" if ok == len(pairs) else " **worse**")
+
+
+def onpolicy_lines(rows: dict[str, dict[str, list]]) -> list[str]:
+    """The on-policy table: per method, λ = 0 (its off-policy row), 0.5 and 1 side by side, and whether each λ > 0 run
+    ends at or above the untrained student in every seed (task accuracy, and bits per byte)."""
+    base = rows.get("untrained")
+    methods = [n.rsplit(" λ=", 1)[0] for n in rows if n.endswith(" λ=0.5") or n.endswith(" λ=1")]
+    if not methods or base is None:
+        return []
+    lines = ["", "## On-policy (GKD λ) against off-policy and the untrained student", "",
+             "Each method with its recipe defaults; λ = 0 is its off-policy row above (a blank where not measured in "
+             "these results). On-policy steps sample 48 new tokens at temperature 1 and score them with the online "
+             "teacher; CE is applied only on off-policy steps (the default `onpolicy.ce_on_samples: false`). "
+             f"Untrained student: accuracy {mean_std(base['accuracy'], 3)}, bits/byte {mean_std(base['bpb'])}. "
+             "'≥ untrained': the seeds in which the run's accuracy is at least the untrained student's (bits/byte: "
+             "at most), paired by seed.", "",
+             "| method | accuracy λ=0 | λ=0.5 | λ=1 | bits/byte λ=0 | λ=0.5 | λ=1 | ≥ untrained acc. λ=0.5 / λ=1 | "
+             "≤ untrained bpb λ=0.5 / λ=1 | train s λ=0.5 / λ=1 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in dict.fromkeys(methods):
+        lam = [rows.get(m), rows.get(f"{m} λ=0.5"), rows.get(f"{m} λ=1")]
+        acc = [mean_std(r["accuracy"], 3) + f" ({len(r['seeds'])})" if r else "" for r in lam]
+        bpb = [mean_std(r["bpb"]) if r else "" for r in lam]
+        ge = [vs_untrained(r, base, "accuracy", True) if r else "—" for r in lam[1:]]
+        le = [vs_untrained(r, base, "bpb", False) if r else "—" for r in lam[1:]]
+        secs = [f"{statistics.mean(r['seconds']):.0f}" if r else "—" for r in lam[1:]]
+        lines.append(f"| {m} | {' | '.join(acc)} | {' | '.join(bpb)} | {' / '.join(ge)} | {' / '.join(le)} | "
+                     f"{' / '.join(secs)} |")
+    return lines
+
+
+def render(results: Path, seeds: list[int], names: list[str], out: Path) -> str:
     from crossdistill.io import write_text
 
-    rows = collect(work, seeds, names)
+    rows = collect(results, seeds, names)
     bar = rows.get(BAR)
     lines = ["# Quality on a pretrained cross-tokenizer pair: soft methods against SFT on the teacher's text", "",
              "Command: `python benchmarks/quality_pretrained.py --seeds " + " ".join(map(str, seeds)) + "` "
@@ -231,6 +270,7 @@ def render(work: Path, seeds: list[int], names: list[str], out: Path) -> str:
     lines += ["", "Target (better than `ce (teacher text)` on accuracy and bits per byte in every seed, by more than "
               "the std of the paired difference): " + (", ".join(f"**{w}**" for w in winners) or "**no row meets it**")
               + "."]
+    lines += onpolicy_lines(rows)
     text = "\n".join(lines) + "\n"
     # The hand-written reading of the numbers lives below READING in the same file; a re-render keeps it.
     if out.is_file() and READING in (old := out.read_text()):
@@ -244,10 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rows", help="comma-separated subset of row names (default: all); e.g. to split the work")
-    p.add_argument("--onpolicy", default="multilevel_ot,multilevel_ot_official",
-                   help="rows that also get on-policy λ = 0.5 and 1 variants (default: the best two off-policy, "
-                        "measured)")
-    p.add_argument("--work", default="/tmp/crossdistill-quality-pretrained", help="scratch directory (resumable)")
+    p.add_argument("--onpolicy", default="all",
+                   help="comma-separated rows that also get on-policy λ = 0.5 and 1 variants (default 'all': every "
+                        "cross-tokenizer method with its recipe defaults)")
+    p.add_argument("--work", default="/tmp/crossdistill-quality-pretrained",
+                   help="scratch directory: students, caches, trained runs (resumable)")
+    p.add_argument("--results", default=str(RESULTS),
+                   help="one JSON per seed and row (kept in the repository, so --render works on any machine)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality_pretrained.md"))
     p.add_argument("--render", action="store_true", help="only rebuild the table from the kept results")
     p.add_argument("--rerun", action="store_true", help="train rows again even when a result is kept")
@@ -259,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     work = Path(args.work)
-    plan = {"teacher": {}, **rows_plan([m for m in args.onpolicy.split(",") if m])}
+    from crossdistill.methods import cross_tokenizer_methods
+
+    onpolicy = cross_tokenizer_methods() if args.onpolicy == "all" else [m for m in args.onpolicy.split(",") if m]
+    plan = {"teacher": {}, **rows_plan(onpolicy)}
     if not args.render:
         wanted = [r for r in args.rows.split(",")] if args.rows else list(plan)
         unknown = [r for r in wanted if r not in plan]
@@ -268,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             s = Seed(work, seed, progress=False)
             for name in wanted:
-                target = s.dir / "results" / f"{slug(name)}.json"
+                target = Path(args.results) / f"seed{seed}" / f"{slug(name)}.json"
                 if target.is_file() and not args.rerun:
                     continue
                 t0 = time.perf_counter()
@@ -280,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(target, res, indent=1, default=str)  # atomic: a killed run leaves no half result
                 print(f"seed {seed} {name}: accuracy {res['accuracy']:.3f} bpb {res['bpb']:.4f} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    print(render(work, args.seeds, list(plan), Path(args.out)))
+    print(render(Path(args.results), args.seeds, list(plan), Path(args.out)))
     return 0
 
 
