@@ -61,22 +61,14 @@ def teacher_tokenizer(texts: list[str], path: Path, vocab: int) -> Path:
 
 
 def save_llama(tok_path: Path, path: Path, hidden: int, layers: int, seed: int) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from transformers import AutoTokenizer
+
+    from crossdistill.demo.student import save_random_llama
 
     if (path / "config.json").is_file():
         return path
     tok = AutoTokenizer.from_pretrained(tok_path)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=(8 * hidden) // 3 // 16 * 16,
-                      num_hidden_layers=layers, num_attention_heads=max(2, hidden // 64),
-                      num_key_value_heads=max(2, hidden // 64), max_position_embeddings=512,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(path)
+    save_random_llama(tok, path, hidden, layers, seed)
     tok.save_pretrained(path)
     return path
 

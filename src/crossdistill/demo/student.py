@@ -8,6 +8,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from crossdistill.demo.budget import DemoBudget
 from crossdistill.io import publish_dir, write_json
@@ -95,21 +96,29 @@ def _build_student(path: Path, texts: Sequence[str], budget: DemoBudget, seed: i
               f"{stats.spelled} tokens from the teacher pieces spelling them, {stats.special} special tokens mapped, "
               f"{stats.fallback} (partial UTF-8 bytes) at the mean embedding")
         return path
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from transformers import AutoTokenizer
 
     with publish_dir(path) as tmp:  # an interrupted build leaves no half student for the reuse check above
         train_student_tokenizer(texts, tmp, budget.student_vocab)
-        tok = AutoTokenizer.from_pretrained(tmp)
-        h = budget.student_hidden
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=h, intermediate_size=(8 * h) // 3 // 16 * 16,
-                          num_hidden_layers=budget.student_layers or 4, num_attention_heads=max(2, h // 64),
-                          num_key_value_heads=max(2, h // 64), max_position_embeddings=512, tie_word_embeddings=True,
-                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                          pad_token_id=tok.pad_token_id)
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(cfg)
-        model.generation_config.eos_token_id = tok.eos_token_id
-        model.generation_config.pad_token_id = tok.pad_token_id
-        model.save_pretrained(tmp)
+        save_random_llama(AutoTokenizer.from_pretrained(tmp), tmp, budget.student_hidden, budget.student_layers or 4,
+                          seed)
+    return path
+
+
+def save_random_llama(tok: Any, path: Path, hidden: int, layers: int, seed: int) -> Path:
+    """Save a randomly initialised Llama-style causal LM for ``tok`` at ``path`` (weights and config only): tied
+    embeddings, an MLP of ~8/3 the hidden size, 64-dimensional heads (at least two), 512 positions, ``tok``'s special
+    tokens in the generation config. The seed is applied right before the weights are drawn."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=(8 * hidden) // 3 // 16 * 16,
+                      num_hidden_layers=layers, num_attention_heads=max(2, hidden // 64),
+                      num_key_value_heads=max(2, hidden // 64), max_position_embeddings=512, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(path)
     return path
