@@ -1,4 +1,8 @@
-"""The demo pipeline (:func:`run_demo`) and ``crossdistill demo``'s command line."""
+"""``crossdistill demo``: the whole pipeline on a real small teacher, on a CPU, in minutes.
+
+This module runs the stages in order (:func:`run_demo`) and holds the command line; the package's docstring
+(:mod:`crossdistill.demo`) says what each stage does and why.
+"""
 
 from __future__ import annotations
 
