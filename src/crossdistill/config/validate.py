@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 from crossdistill.config.schema import (
@@ -17,6 +18,7 @@ from crossdistill.config.schema import (
 )
 from crossdistill.config.train_checks import check_device, check_output_paths, check_train
 from crossdistill.errors import ConfigError
+from crossdistill.losses.objective import HARD_TERMS
 from crossdistill.manifest import MANIFEST_NAME, Manifest
 from crossdistill.methods import Method, Setup, get_method, sparse_teacher_methods
 
@@ -144,6 +146,16 @@ def _check_method(cfg: DistillConfig) -> Method:
     if not any(w > 0 for w in weights.values()):
         raise ConfigError(f"loss.weights={cfg.loss.weights}: every term of loss.name={cfg.loss.name!r} has weight 0, "
                           f"so nothing would be trained; give at least one of {sorted(weights)} a positive weight")
+    if cfg.onpolicy.highest_lmbda > 0 and not cfg.onpolicy.ce_on_samples:
+        off = HARD_TERMS | set(method.sample_terms)
+        if not any(w > 0 for k, w in weights.items() if k not in off):
+            warnings.warn(
+                f"onpolicy.lmbda > 0 with loss.name={cfg.loss.name!r}: on the student's own samples its terms "
+                f"{sorted(k for k, w in weights.items() if w > 0)} only reward what it sampled (no token identity "
+                "from the teacher), so they get weight 0 there and every on-policy step trains nothing. Use a "
+                "method that compares token identities on samples (gold_hybrid, xtoken_hkl, cdm, forward_kl, ...), "
+                "set onpolicy.lmbda: 0, or onpolicy.ce_on_samples: true to train these terms on samples anyway.",
+                UserWarning, stacklevel=2)
     if cfg.teacher is not None and cfg.teacher.server is not None:
         _check_server_settings(cfg.teacher.server, "teacher.server")
         _check_server_objective(cfg, method)

@@ -91,6 +91,7 @@ def gold_hybrid(
     teacher_temperature: float = 1.0,
     teacher_vocab_size: int | None = None,
     chunk_groups: int = 256,
+    unmatched: bool = True,
 ) -> HybridOutput:
     """GOLD hybrid loss summed over aligned groups (module docstring).
 
@@ -106,6 +107,9 @@ def gold_hybrid(
         top_k: sort only the top k of the unmatched columns (None = full sort).
         teacher_vocab_size: ``V_t`` for a sparse teacher (default: the map's length).
         chunk_groups: groups per chunk.
+        unmatched: False leaves the unmatched sorted-L1 part out of ``loss`` (``w_u`` = 0; the matched weight is
+            unchanged and ``unmatched`` is still reported). Used on the student's own samples, where a comparison
+            without token identity only makes the student more confident in what it sampled.
     """
     check_strategy(merge)
     if (matched_weight is None) != (unmatched_weight is None):
@@ -137,6 +141,8 @@ def gold_hybrid(
         w_u = 1.0 - w_m
     else:
         w_m, w_u = float(matched_weight), float(unmatched_weight)
+    if not unmatched:
+        w_u = 0.0
 
     G = alignment.num_groups
     zero = student_logits.sum() * 0.0

@@ -102,6 +102,10 @@ class StepContext:
     """Whether the trainer multiplies soft terms by ``temperature**2`` (informational: methods never do)."""
     chunk_tokens: int = 1024
     """Target tokens per chunk when logits are computed from hidden states (bounds memory)."""
+    own_samples: bool = False
+    """The completions are the student's own samples and the terms that only reward them are off (an on-policy step
+    without ``onpolicy.ce_on_samples``): a method drops the parts of a term that :attr:`Method.sample_terms`
+    describes (``gold_hybrid``: its unmatched sorted-L1 half)."""
 
     @property
     def num_targets(self) -> int:
@@ -234,6 +238,12 @@ class Method:
     """Also trains from a sparse teacher signal (a top-k cache): ``ctx.teacher_signal`` instead of dense outputs."""
     soft_terms: tuple[str, ...] | None = None
     """Terms the trainer multiplies by T² (when ``loss.t2_scale``); ``None``: every term except ``ce``/``nll``."""
+    sample_terms: tuple[str, ...] = ()
+    """Terms that, on the student's own samples, only reward what it sampled: their target is the sampled token (like
+    CE), or they compare sorted probabilities and so carry no token identity (ULD's sorted L1 makes the student more
+    confident in its own top token wherever the teacher is confident). On on-policy steps the trainer gives them
+    weight 0, like ``ce``/``nll``, unless ``onpolicy.ce_on_samples``; a method that mixes such a part into another
+    term reads ``ctx.own_samples`` instead."""
     description: str = ""
     """One line shown in listings and errors."""
     check: Callable[[Setup], None] | None = None

@@ -210,14 +210,21 @@ def dskd_eta_loss(ctx: StepContext, params: DSKDEtaParams, state: ProjectorState
     return MethodOutput({"ce": ce_sum(ctx), **terms}, ctx.num_targets)
 
 
+SAMPLE_TERMS = ("t2s_ce",)
+"""``t2s_ce`` trains the teacher-to-student projector to predict the target token; on the student's own samples
+that target is what it sampled, and ``t2s_kd`` then pulls the student towards the projector: CE on its own samples
+by another path. Off on on-policy steps (:attr:`crossdistill.methods.base.Method.sample_terms`)."""
+
 METHODS = (
     Method("dskd", dskd_loss, default_weights=DEFAULT_WEIGHTS, params=DSKDParams, teacher="hidden", soft_terms=(),
-           state=lambda inputs: build_state("dskd", inputs),
+           sample_terms=SAMPLE_TERMS, state=lambda inputs: build_state("dskd", inputs),
            description="DSKD (same vocabulary): dual-space KD with learnable projectors, + student CE"),
     Method("dskd_cma", dskd_cma_loss, default_weights=DEFAULT_WEIGHTS, params=DSKDParams, teacher="hidden",
-           cross_tokenizer=True, soft_terms=(), state=lambda inputs: build_state("dskd_cma", inputs),
+           cross_tokenizer=True, soft_terms=(), sample_terms=SAMPLE_TERMS,
+           state=lambda inputs: build_state("dskd_cma", inputs),
            description="DSKD-CMA (different vocabularies): cross-model attention projectors, + student CE"),
     Method("dskd_eta", dskd_eta_loss, default_weights={**DEFAULT_WEIGHTS, "aligned": 0.0}, params=DSKDEtaParams,
-           teacher="hidden", cross_tokenizer=True, soft_terms=(), state=lambda inputs: build_state("dskd_eta", inputs),
+           teacher="hidden", cross_tokenizer=True, soft_terms=(), sample_terms=SAMPLE_TERMS,
+           state=lambda inputs: build_state("dskd_eta", inputs),
            description="DSKDv2 exact token alignment: projectors on exactly aligned tokens (pinv init), + student CE"),
 )

@@ -1,8 +1,11 @@
 """``gold_hybrid``: GOLD's hybrid cross-tokenizer loss — generalized JSD on the vocabulary columns the two
 tokenizers share (exact-string map), sorted L1 (ULD) on the rest — plus the student's cross-entropy.
 
-``gold_matched`` / ``gold_unmatched`` are logged with weight 0 (diagnostics). The vocabulary map is the method's
-per-run state, built once from the two tokenizers (and cached on disk by :mod:`crossdistill.align.vocab_map`).
+``gold_matched`` / ``gold_unmatched`` are logged with weight 0 (diagnostics). On the student's own samples
+(``ctx.own_samples``: an on-policy step without ``onpolicy.ce_on_samples``) ``gold`` is the matched part alone:
+the unmatched sorted L1 carries no token identity, so there it only sharpens what the student sampled. The
+vocabulary map is the method's per-run state, built once from the two tokenizers (and cached on disk by
+:mod:`crossdistill.align.vocab_map`).
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def gold_hybrid_loss(ctx: StepContext, params: GoldHybridParams, state: VocabMap
                       teacher_targets_flat(ctx), beta=params.beta, matched_weight=params.matched_weight,
                       unmatched_weight=params.unmatched_weight, merge=params.merge, top_k=params.top_k,
                       student_temperature=ts, teacher_temperature=tt, teacher_vocab_size=ctx.teacher_vocab_size,
-                      chunk_groups=params.chunk_groups)
+                      chunk_groups=params.chunk_groups, unmatched=not ctx.own_samples)
     return MethodOutput({"ce": ce_from_target_logits(ctx, zs), "gold": out.loss, "gold_matched": out.matched.detach(),
                          "gold_unmatched": out.unmatched.detach()}, ctx.num_targets)
 

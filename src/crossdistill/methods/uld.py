@@ -89,7 +89,7 @@ def uld_loss(ctx: StepContext, params: ULDParams, state: None) -> MethodOutput:
 
 
 METHOD = Method("uld", uld_loss, default_weights={"ce": 1.0, "uld": 1.5}, params=ULDParams, teacher="logits",
-                cross_tokenizer=True, sparse_teacher=True, soft_terms=("uld",), check=check,
+                cross_tokenizer=True, sparse_teacher=True, soft_terms=("uld",), sample_terms=("uld",), check=check,
                 dense_teacher_rows=lambda params: params.variant == "positional",
                 description="ULD sorted-L1 across tokenizers (aligned groups, or the original positional pairing) "
                             "+ student CE")

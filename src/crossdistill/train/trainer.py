@@ -149,16 +149,20 @@ class MethodRunner:
                   hidden: torch.Tensor | None = None, on_policy: bool = False) -> Objective:
         """The weighted, globally normalized loss of one micro-batch (``count``: the step's global target count;
         default this batch's own; ``hidden``: see :meth:`context`). ``on_policy``: the completions are the
-        student's own samples, so its hard-label terms get weight 0 unless ``onpolicy.ce_on_samples``."""
+        student's own samples, so its hard-label terms and the method's ``sample_terms`` get weight 0 (and
+        ``ctx.own_samples`` is set) unless ``onpolicy.ce_on_samples``."""
         ctx = self.context(model, inputs) if hidden is None else self.context(model, inputs, hidden)
+        own_samples = on_policy and not self.dcfg.onpolicy.ce_on_samples
+        ctx.own_samples = own_samples
         result = self.method.loss(ctx, self.params, self.state)
         if result.count != ctx.num_targets:
             raise RuntimeError(f"method {self.method.name!r} reported {result.count} target positions, the batch "
                                f"has {ctx.num_targets}: its sums would be normalized wrongly")
         soft = self.method.soft_terms
         weights = {k: self.weights.get(k, 0.0) for k in result.terms}
-        if on_policy and not self.dcfg.onpolicy.ce_on_samples:
-            weights = {k: 0.0 if k in HARD_TERMS else w for k, w in weights.items()}
+        if own_samples:  # what only rewards the student's own sample: CE and the method's sample terms
+            off = HARD_TERMS | set(self.method.sample_terms)
+            weights = {k: 0.0 if k in off else w for k, w in weights.items()}
         return combine_terms(result.terms, weights,
                              ctx.num_targets if count is None else count, temperature=self.dcfg.loss.temperature,
                              scale_soft_by_t2=self.dcfg.loss.t2_scale,
