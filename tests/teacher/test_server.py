@@ -116,6 +116,8 @@ def test_student_trains_from_the_server_like_the_in_process_top_k(pair, vllm_ser
                                      ["loss.weights={}", f"loss.params={{top_k: {K}}}"])
     if lmbda:
         extra += [f"onpolicy.lmbda={lmbda}", "onpolicy.max_new_tokens=12"]
+        if loss == "uld":  # ULD has no term left on the student's own samples by default: keep them to compare
+            extra.append("onpolicy.ce_on_samples=true")
     served_out = tmp_path / "served" / "out"
     cfg = load_config(None, overrides(pair, vllm_server, served_out, student, *extra))
     from crossdistill import models

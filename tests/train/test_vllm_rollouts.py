@@ -50,6 +50,8 @@ def overrides(served_student, model_paths, chat_data, server, out, *extra):
     return [f"student.model={served_student}", f"teacher.model={model_paths['teacher_bpe']}",
             f"data.train={chat_data}", "data.max_length=64", "loss.name=uld", "loss.weights={}",
             "loss.params={top_k: 8}", "onpolicy.lmbda=1.0", "onpolicy.max_new_tokens=12", "onpolicy.backend=vllm",
+            # ULD trains nothing on the student's own samples by default; these tests need steps that move it
+            "onpolicy.ce_on_samples=true",
             f"onpolicy.server.url={server.url}", "onpolicy.server.model=student", "train.max_steps=2",
             "train.per_device_batch_size=4", "train.report_to=[]", "train.progress_bar=false",
             f"train.output_dir={out}", "train.learning_rate=5e-3", "train.logging_steps=1", *extra]
