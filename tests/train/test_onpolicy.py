@@ -65,13 +65,15 @@ def test_gold_hybrid_keeps_only_its_matched_half_on_samples(tmp_path, overrides)
     assert float(dskd["t2s_ce"]) == 0.0 and float(dskd["s2t_kd"]) > 0
 
 
-def test_a_method_with_nothing_left_on_samples_warns(overrides, tmp_path):
-    """uld on-policy without ce_on_samples: every on-policy step would train nothing; the config says so."""
+@pytest.mark.parametrize("loss", ["uld", "multilevel_ot", "multilevel_ot_official"])
+def test_a_method_with_nothing_left_on_samples_warns(overrides, tmp_path, loss):
+    """Methods whose every soft term is a sample term, on-policy without ce_on_samples: every on-policy step would
+    train nothing; the config says so (and a method with an identity term left does not warn)."""
     from crossdistill.config import load_config
 
     with pytest.warns(UserWarning, match="every on-policy step trains nothing"):
-        load_config(None, overrides(tmp_path / "o", "loss.name=uld", "onpolicy.lmbda=0.5", "onpolicy.max_new_tokens=4",
-                                    student="student_unigram"))
+        load_config(None, overrides(tmp_path / "o", f"loss.name={loss}", "onpolicy.lmbda=0.5",
+                                    "onpolicy.max_new_tokens=4", student="student_unigram"))
     import warnings
 
     with warnings.catch_warnings():

@@ -234,7 +234,8 @@ class OnPolicyConfig:
     """Top-k sampling (0 = off)."""
     ce_on_samples: bool = False
     """Keep, on on-policy steps, the terms that only reward the student's own samples: its cross-entropy
-    (``ce``/``nll``) and each method's ``sample_terms`` (ULD's sorted L1, GOLD's unmatched half, DSKD's ``t2s_ce``).
+    (``ce``/``nll``) and each method's ``sample_terms`` (ULD's sorted L1, MultiLevelOT's ranked top-k terms, GOLD's
+    unmatched half, DSKD's ``t2s_ce``).
     Off (default): an on-policy step trains only the terms that carry the teacher's token identities, because CE on
     the student's own samples rewards whatever it sampled (measured to wreck a pretrained student's answers) and a
     sorted-probability comparison makes it more confident in its own top tokens (measured: held-out bits per byte
