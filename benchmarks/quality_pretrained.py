@@ -1,7 +1,8 @@
 """Does any soft cross-tokenizer method beat SFT on the teacher's text, on a pretrained pair? (3 seeds, every method.)
 
-Reproduce (2 CPU cores; each row trains once per seed, results are kept per row, so the run resumes and can be split
-over processes with ``--rows``):
+Reproduce (2 CPU cores; each row trains once per seed and its result is kept in the repository,
+``benchmarks/results/quality_pretrained/seed<N>/<row>.json``, so the run resumes, can be split over processes with
+``--rows`` and ``--seeds``, and ``--render`` works on any machine):
 
     python benchmarks/quality_pretrained.py --seeds 0 1 2
     python benchmarks/quality_pretrained.py --render          # the table from what is measured so far
@@ -26,9 +27,9 @@ warm-up 10 %, cosine) -- the demo's full budget. Rows:
   top-64 cache where the method can train from one (``alm``, ``gold_hybrid``, ``uld``, ``xtoken_*``), else online;
 * ``gold_hybrid (demo)``: the demo's fixed weights (matched 1, unmatched 0, beta 0), and the same with matched 3;
 * ``alm (weight 100)``: ALM with its term weighted by its binarization temperature (at weight 1 it is CE);
-* on-policy rows ``<row> λ=0.5`` / ``λ=1`` for the ``--onpolicy`` rows (default: the best two off-policy rows by
-  mean task accuracy over seeds 0-2, ``multilevel_ot`` and ``multilevel_ot_official``; temperature 1, 48 new
-  tokens, teacher online; CE only on off-policy steps, the default ``onpolicy.ce_on_samples: false``).
+* on-policy rows ``<row> λ=0.5`` / ``λ=1`` for the ``--onpolicy`` rows (default: every cross-tokenizer method with
+  its recipe defaults; temperature 1, 48 new tokens, teacher online; on the student's own samples only the terms
+  that carry the teacher's token identities train, the default ``onpolicy.ce_on_samples: false``).
 
 Reported per row: held-out task accuracy (greedy, 48 tokens) with its mean binomial standard error, bits per byte and
 agreement with the teacher, each as mean ± std over seeds, and the paired difference to ``ce (teacher text)``.
