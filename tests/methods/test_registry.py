@@ -54,6 +54,13 @@ def test_builtins_are_registered_once_with_typed_params():
         assert m.default_weights and m.description
 
 
+def test_sample_terms_must_be_terms_of_the_method():
+    """A misspelt sample term would stay on for the student's own samples: registration refuses it."""
+    with pytest.raises(ValueError, match=r"sample_terms \['gapp'\] are not among its terms"):
+        register(Method("probe_bad_sample_terms", probe_loss, default_weights={"gap": 1.0}, sample_terms=("gapp",)))
+    assert "probe_bad_sample_terms" not in METHODS
+
+
 def test_register_refuses_a_taken_name(probe):
     other = Method(probe.name, probe_loss, default_weights={"gap": 1.0})
     with pytest.raises(ValueError, match="already registered"):

@@ -17,6 +17,10 @@ def register(method: Method, *, replace: bool = False) -> Method:
     ``replace``. Returns the method (so a module can write ``METHOD = register(Method(...))``)."""
     if not isinstance(method, Method):
         raise TypeError(f"register() takes a crossdistill.methods.Method, got {type(method).__name__}")
+    unknown = sorted(set(method.sample_terms) - set(method.default_weights))
+    if unknown:  # a misspelt sample term would silently stay on for the student's own samples
+        raise ValueError(f"method {method.name!r}: sample_terms {unknown} are not among its terms "
+                         f"{sorted(method.default_weights)}")
     old = METHODS.get(method.name)
     if old is not None and old is not method and not replace:
         raise ValueError(f"method {method.name!r} is already registered (by {old.loss.__module__}); pick another "
