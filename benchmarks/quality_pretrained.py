@@ -212,7 +212,9 @@ def onpolicy_lines(rows: dict[str, dict[str, list]]) -> list[str]:
     lines = ["", "## On-policy (GKD λ) against off-policy and the untrained student", "",
              "Each method with its recipe defaults; λ = 0 is its off-policy row above (a blank where not measured in "
              "these results). On-policy steps sample 48 new tokens at temperature 1 and score them with the online "
-             "teacher; CE is applied only on off-policy steps (the default `onpolicy.ce_on_samples: false`). "
+             "teacher; on those samples only the terms that carry the teacher's token identities train (CE and each "
+             "method's `sample_terms` are off: the default `onpolicy.ce_on_samples: false`), so `uld` and "
+             "`multilevel_ot*` train nothing there. "
              f"Untrained student: accuracy {mean_std(base['accuracy'], 3)}, bits/byte {mean_std(base['bpb'])}. "
              "'≥ untrained': the seeds in which the run's accuracy is at least the untrained student's (bits/byte: "
              "at most), paired by seed.", "",
