@@ -18,7 +18,6 @@ from crossdistill.config.schema import (
 )
 from crossdistill.config.train_checks import check_device, check_output_paths, check_train
 from crossdistill.errors import ConfigError
-from crossdistill.losses.objective import HARD_TERMS
 from crossdistill.manifest import MANIFEST_NAME, Manifest
 from crossdistill.methods import Method, Setup, get_method, sparse_teacher_methods
 
@@ -147,8 +146,7 @@ def _check_method(cfg: DistillConfig) -> Method:
         raise ConfigError(f"loss.weights={cfg.loss.weights}: every term of loss.name={cfg.loss.name!r} has weight 0, "
                           f"so nothing would be trained; give at least one of {sorted(weights)} a positive weight")
     if cfg.onpolicy.highest_lmbda > 0 and not cfg.onpolicy.ce_on_samples:
-        off = HARD_TERMS | set(method.sample_terms)
-        if not any(w > 0 for k, w in weights.items() if k not in off):
+        if not any(w > 0 for k, w in weights.items() if k not in method.terms_off_on_samples):
             warnings.warn(
                 f"onpolicy.lmbda > 0 with loss.name={cfg.loss.name!r}: on the student's own samples its terms "
                 f"{sorted(k for k, w in weights.items() if w > 0)} only reward what it sampled (no token identity "

@@ -117,7 +117,7 @@ def method_config(method: str, *, student: Path, teacher: str, train: Path, gene
     # saturates at ln 2 while student and teacher are far apart -- a randomly initialised student always is -- and
     # its gradient vanishes (measured: the training CE then tracks CE-only's).
     return run_config("ce" if method in ("ce", "hard_label") else method, student=student, teacher=teacher,
-                      data=generated if method == "hard_label" and generated else train,
+                      data=generated if method == "hard_label" else train,
                       output_dir=out / "students" / method, budget=budget, seed=seed, label=f"demo:{method}",
                       runs_file=out / "runs.jsonl", cache=cache if method in CACHED_METHODS else None,
                       params=GOLD_PARAMS if method == "gold_hybrid" else None)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from crossdistill.errors import ConfigError
+from crossdistill.losses.objective import HARD_TERMS
 from crossdistill.typed import build
 
 TeacherInput = Literal["none", "hidden", "logits"]
@@ -240,10 +241,10 @@ class Method:
     """Terms the trainer multiplies by T² (when ``loss.t2_scale``); ``None``: every term except ``ce``/``nll``."""
     sample_terms: tuple[str, ...] = ()
     """Terms that, on the student's own samples, only reward what it sampled: their target is the sampled token (like
-    CE), or they compare sorted probabilities and so carry no token identity (ULD's sorted L1 makes the student more
-    confident in its own top token wherever the teacher is confident). On on-policy steps the trainer gives them
-    weight 0, like ``ce``/``nll``, unless ``onpolicy.ce_on_samples``; a method that mixes such a part into another
-    term reads ``ctx.own_samples`` instead."""
+    CE), or they compare sorted or ranked probabilities and so carry no token identity (ULD's sorted L1 makes the
+    student more confident in its own top token wherever the teacher is confident). On on-policy steps the trainer
+    gives them weight 0, like ``ce``/``nll``, unless ``onpolicy.ce_on_samples``; a method that mixes such a part into
+    another term reads ``ctx.own_samples`` instead."""
     description: str = ""
     """One line shown in listings and errors."""
     check: Callable[[Setup], None] | None = None
@@ -258,6 +259,11 @@ class Method:
     @property
     def needs_teacher(self) -> bool:
         return self.teacher != "none"
+
+    @property
+    def terms_off_on_samples(self) -> frozenset[str]:
+        """What gets weight 0 on the student's own samples by default: ``ce``/``nll`` and :attr:`sample_terms`."""
+        return HARD_TERMS | frozenset(self.sample_terms)
 
     def __call__(self, ctx: StepContext, params: Mapping[str, Any] | None = None, state: Any = None) -> MethodOutput:
         """The term sums of one step, with ``params`` given as a plain mapping (checked like ``loss.params``)."""

@@ -161,7 +161,7 @@ class MethodRunner:
         soft = self.method.soft_terms
         weights = {k: self.weights.get(k, 0.0) for k in result.terms}
         if own_samples:  # what only rewards the student's own sample: CE and the method's sample terms
-            off = HARD_TERMS | set(self.method.sample_terms)
+            off = self.method.terms_off_on_samples
             weights = {k: 0.0 if k in off else w for k, w in weights.items()}
         return combine_terms(result.terms, weights,
                              ctx.num_targets if count is None else count, temperature=self.dcfg.loss.temperature,
